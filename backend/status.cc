@@ -7,19 +7,34 @@ namespace ckptfs {
 
 std::string_view CodeName(Code code) {
   switch (code) {
-    case Code::kOk: return "ok";
-    case Code::kInvalidArgument: return "invalid-argument";
-    case Code::kNotFound: return "not-found";
-    case Code::kAlreadyExists: return "already-exists";
-    case Code::kBusy: return "busy";
-    case Code::kIoError: return "io-error";
-    case Code::kReadOnly: return "read-only";
-    case Code::kPermission: return "permission-denied";
-    case Code::kNoSpace: return "no-space";
-    case Code::kTimedOut: return "timed-out";
-    case Code::kUnsupported: return "unsupported";
-    case Code::kCancelled: return "cancelled";
-    case Code::kInternal: return "internal";
+    case Code::kOk:
+      return "ok";
+    case Code::kInvalidArgument:
+      return "invalid-argument";
+    case Code::kNotFound:
+      return "not-found";
+    case Code::kAlreadyExists:
+      return "already-exists";
+    case Code::kBusy:
+      return "busy";
+    case Code::kIoError:
+      return "io-error";
+    case Code::kReadOnly:
+      return "read-only";
+    case Code::kPermission:
+      return "permission-denied";
+    case Code::kNoSpace:
+      return "no-space";
+    case Code::kTimedOut:
+      return "timed-out";
+    case Code::kUnsupported:
+      return "unsupported";
+    case Code::kCancelled:
+      return "cancelled";
+    case Code::kOutOfRange:
+      return "out-of-range";
+    case Code::kInternal:
+      return "internal";
   }
   return "unknown";
 }
@@ -37,18 +52,42 @@ Status Status::Annotate(std::string_view context) const {
 Status FromErrno(int err, std::string message) {
   Code code = Code::kIoError;
   switch (err) {
-    case EINVAL: code = Code::kInvalidArgument; break;
-    case ENOENT: code = Code::kNotFound; break;
-    case EEXIST: code = Code::kAlreadyExists; break;
-    case EBUSY: code = Code::kBusy; break;
-    case EROFS: code = Code::kReadOnly; break;
+    case EINVAL:
+      code = Code::kInvalidArgument;
+      break;
+    case ENOENT:
+      code = Code::kNotFound;
+      break;
+    case EEXIST:
+      code = Code::kAlreadyExists;
+      break;
+    case EBUSY:
+      code = Code::kBusy;
+      break;
+    case EROFS:
+      code = Code::kReadOnly;
+      break;
     case EACCES:
-    case EPERM: code = Code::kPermission; break;
-    case ENOSPC: code = Code::kNoSpace; break;
-    case ETIMEDOUT: code = Code::kTimedOut; break;
-    case ENOTSUP: code = Code::kUnsupported; break;
-    case ECANCELED: code = Code::kCancelled; break;
-    default: break;
+    case EPERM:
+      code = Code::kPermission;
+      break;
+    case ENOSPC:
+      code = Code::kNoSpace;
+      break;
+    case ETIMEDOUT:
+      code = Code::kTimedOut;
+      break;
+    case ENOTSUP:
+      code = Code::kUnsupported;
+      break;
+    case ECANCELED:
+      code = Code::kCancelled;
+      break;
+    case ENXIO:
+      code = Code::kOutOfRange;
+      break;
+    default:
+      break;
   }
   if (err != 0 && message.find(std::strerror(err)) == std::string::npos)
     message += std::string(" (") + std::strerror(err) + ")";

@@ -2,8 +2,8 @@
 //
 // A Status is either OK or carries a Code and a one-line message that tells a
 // user what was wrong and what to do. Codes are coarse and errno-like; the only
-// place that turns them into errno values is fs/errno_map.cc (FUSE edge), and the
-// control protocol reports them through the same function.
+// place that turns them into errno values is fs/errno_map.cc (FUSE edge), and
+// the control protocol reports them through the same function.
 //
 // Thread safety: values; copy freely.
 #pragma once
@@ -28,6 +28,7 @@ enum class Code {
   kTimedOut,         // ETIMEDOUT
   kUnsupported,      // EOPNOTSUPP
   kCancelled,        // ECANCELED
+  kOutOfRange,       // no data/hole after an offset (lseek): ENXIO
   kInternal,         // a bug: EIO
 };
 
@@ -58,14 +59,20 @@ class [[nodiscard]] Status {
 inline Status InvalidArgument(std::string m) {
   return {Code::kInvalidArgument, std::move(m)};
 }
-inline Status NotFound(std::string m) { return {Code::kNotFound, std::move(m)}; }
+inline Status NotFound(std::string m) {
+  return {Code::kNotFound, std::move(m)};
+}
 inline Status AlreadyExists(std::string m) {
   return {Code::kAlreadyExists, std::move(m)};
 }
 inline Status Busy(std::string m) { return {Code::kBusy, std::move(m)}; }
 inline Status IoError(std::string m) { return {Code::kIoError, std::move(m)}; }
-inline Status ReadOnly(std::string m) { return {Code::kReadOnly, std::move(m)}; }
-inline Status Internal(std::string m) { return {Code::kInternal, std::move(m)}; }
+inline Status ReadOnly(std::string m) {
+  return {Code::kReadOnly, std::move(m)};
+}
+inline Status Internal(std::string m) {
+  return {Code::kInternal, std::move(m)};
+}
 
 // Builds a Status from an errno value reported by a C library (libnbd, POSIX).
 Status FromErrno(int err, std::string message);
@@ -74,7 +81,7 @@ Status FromErrno(int err, std::string message);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT
     if (std::get<Status>(v_).ok()) v_ = Status(Code::kInternal, "OK as error");
   }
@@ -96,10 +103,10 @@ class [[nodiscard]] Result {
 #define CKPTFS_CONCAT_INNER(a, b) a##b
 #define CKPTFS_CONCAT(a, b) CKPTFS_CONCAT_INNER(a, b)
 
-#define RETURN_IF_ERROR(expr)                     \
-  do {                                            \
-    ::ckptfs::Status _st = (expr);                \
-    if (!_st.ok()) return _st;                    \
+#define RETURN_IF_ERROR(expr)      \
+  do {                             \
+    ::ckptfs::Status _st = (expr); \
+    if (!_st.ok()) return _st;     \
   } while (0)
 
 #define ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \

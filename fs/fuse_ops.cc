@@ -1,1 +1,273 @@
-// placeholder
+// The FUSE edge: every op decodes its arguments, makes one call into the
+// Filesystem and maps the Status to an errno with ToErrno(). Nothing else in
+// ckptfs includes fuse.h.
+#include <fuse.h>
+#include <spdlog/spdlog.h>
+#include <sys/sysmacros.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "fs/fuse_mount.h"
+
+namespace ckptfs {
+namespace {
+
+Filesystem* Fs() {
+  return static_cast<Filesystem*>(fuse_get_context()->private_data);
+}
+
+FileHandle* Handle(const fuse_file_info* fi) {
+  return reinterpret_cast<FileHandle*>(fi->fh);
+}
+
+int Err(const Status& st) { return -ToErrno(st); }
+
+void FillStat(const Attr& a, struct stat* st) {
+  std::memset(st, 0, sizeof(*st));
+  st->st_ino = a.ino;
+  st->st_mode = a.mode;
+  st->st_nlink = a.nlink;
+  st->st_size = static_cast<off_t>(a.size);
+  st->st_blocks = static_cast<blkcnt_t>(a.blocks);
+  st->st_blksize = 1 << 20;
+  st->st_uid = a.uid;
+  st->st_gid = a.gid;
+  st->st_mtim.tv_sec = a.mtime;
+  st->st_ctim.tv_sec = a.mtime;
+  st->st_atim.tv_sec = a.mtime;
+}
+
+std::atomic<bool> g_init_done{false};
+
+void* OpInit(fuse_conn_info* conn, fuse_config* cfg) {
+  cfg->use_ino = 1;
+  cfg->readdir_ino = 0;
+  // New checkpoints must show up at once: no negative caching. Attributes
+  // of existing paths may be cached briefly; images are immutable.
+  cfg->negative_timeout = 0;
+  cfg->entry_timeout = 1;
+  cfg->attr_timeout = 1;
+  conn->max_readahead = 16u << 20;
+  conn->want |= FUSE_CAP_ASYNC_READ;
+  g_init_done = true;
+  return fuse_get_context()->private_data;
+}
+
+int OpGetAttr(const char* path, struct stat* st, fuse_file_info*) {
+  auto r = Fs()->GetAttr(path);
+  if (!r.ok()) return Err(r.status());
+  FillStat(*r, st);
+  return 0;
+}
+
+int OpReadLink(const char* path, char* buf, size_t size) {
+  auto r = Fs()->ReadLink(path);
+  if (!r.ok()) return Err(r.status());
+  if (size == 0) return -EINVAL;
+  size_t n = std::min(size - 1, r->size());
+  std::memcpy(buf, r->data(), n);
+  buf[n] = '\0';
+  return 0;
+}
+
+int OpReadDir(const char* path, void* buf, fuse_fill_dir_t fill, off_t,
+              fuse_file_info*, fuse_readdir_flags) {
+  auto r = Fs()->ReadDir(path);
+  if (!r.ok()) return Err(r.status());
+  fill(buf, ".", nullptr, 0, static_cast<fuse_fill_dir_flags>(0));
+  fill(buf, "..", nullptr, 0, static_cast<fuse_fill_dir_flags>(0));
+  for (const auto& e : *r) {
+    struct stat st;
+    FillStat(e.attr, &st);
+    if (fill(buf, e.name.c_str(), &st, 0, FUSE_FILL_DIR_PLUS)) break;
+  }
+  return 0;
+}
+
+int OpOpen(const char* path, fuse_file_info* fi) {
+  auto r = Fs()->Open(path, fi->flags);
+  if (!r.ok()) return Err(r.status());
+  std::unique_ptr<FileHandle> h = std::move(r).value();
+  fi->keep_cache = h->keep_cache();
+  fi->direct_io = h->direct_io();
+  fi->fh = reinterpret_cast<uint64_t>(h.release());
+  return 0;
+}
+
+int OpRelease(const char*, fuse_file_info* fi) {
+  delete Handle(fi);
+  return 0;
+}
+
+int OpRead(const char*, char* buf, size_t size, off_t off, fuse_file_info* fi) {
+  auto r = Handle(fi)->Read(
+      std::span<std::byte>(reinterpret_cast<std::byte*>(buf), size),
+      static_cast<uint64_t>(off));
+  if (!r.ok()) return Err(r.status());
+  return static_cast<int>(*r);
+}
+
+int OpWrite(const char*, const char* buf, size_t size, off_t off,
+            fuse_file_info* fi) {
+  auto r = Handle(fi)->Write(
+      std::span<const std::byte>(reinterpret_cast<const std::byte*>(buf), size),
+      static_cast<uint64_t>(off));
+  if (!r.ok()) return Err(r.status());
+  return static_cast<int>(*r);
+}
+
+off_t OpLseek(const char*, off_t off, int whence, fuse_file_info* fi) {
+  auto r = Handle(fi)->Seek(static_cast<uint64_t>(off), whence);
+  if (!r.ok()) return Err(r.status());
+  return static_cast<off_t>(*r);
+}
+
+int OpTruncate(const char* path, off_t size, fuse_file_info*) {
+  return Err(Fs()->Truncate(path, static_cast<uint64_t>(size)));
+}
+
+int ReadOnlyTree(const char* path) {
+  // Everything but the control files is read-only; creating, removing or
+  // renaming anything is refused with EROFS (or ENOENT for a bad parent).
+  auto r = Fs()->GetAttr(path);
+  (void)r;
+  return -EROFS;
+}
+int OpMkdir(const char* path, mode_t) { return ReadOnlyTree(path); }
+int OpUnlink(const char* path) { return ReadOnlyTree(path); }
+int OpRmdir(const char* path) { return ReadOnlyTree(path); }
+int OpSymlink(const char*, const char* path) { return ReadOnlyTree(path); }
+int OpRename(const char* from, const char*, unsigned) {
+  return ReadOnlyTree(from);
+}
+int OpLink(const char*, const char* to) { return ReadOnlyTree(to); }
+int OpChmod(const char* path, mode_t, fuse_file_info*) {
+  return ReadOnlyTree(path);
+}
+int OpChown(const char* path, uid_t, gid_t, fuse_file_info*) {
+  return ReadOnlyTree(path);
+}
+int OpCreate(const char* path, mode_t, fuse_file_info*) {
+  return ReadOnlyTree(path);
+}
+int OpUtimens(const char* path, const timespec*, fuse_file_info*) {
+  return ReadOnlyTree(path);
+}
+
+fuse_operations MakeOps() {
+  fuse_operations ops{};
+  ops.init = OpInit;
+  ops.getattr = OpGetAttr;
+  ops.readlink = OpReadLink;
+  ops.readdir = OpReadDir;
+  ops.open = OpOpen;
+  ops.release = OpRelease;
+  ops.read = OpRead;
+  ops.write = OpWrite;
+  ops.lseek = OpLseek;
+  ops.truncate = OpTruncate;
+  ops.mkdir = OpMkdir;
+  ops.unlink = OpUnlink;
+  ops.rmdir = OpRmdir;
+  ops.symlink = OpSymlink;
+  ops.rename = OpRename;
+  ops.link = OpLink;
+  ops.chmod = OpChmod;
+  ops.chown = OpChown;
+  ops.create = OpCreate;
+  ops.utimens = OpUtimens;
+  return ops;
+}
+
+// The kernel sizes FUSE read-ahead from the bdi (128 KiB by default), which
+// caps sequential reads at one small request at a time. As root we widen it
+// once the INIT reply has been processed (INIT would clamp it back).
+void WidenReadAhead(const std::string& mountpoint) {
+  std::ifstream mi("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(mi, line)) {
+    std::istringstream ss(line);
+    std::string id, parent, devno, root, mp;
+    ss >> id >> parent >> devno >> root >> mp;
+    if (mp != mountpoint) continue;
+    std::ofstream ra("/sys/class/bdi/" + devno + "/read_ahead_kb");
+    ra << 8192 << std::endl;
+    if (!ra) spdlog::debug("cannot widen read-ahead of bdi {}", devno);
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<FuseMount>> FuseMount::Mount(
+    Filesystem* fs, const FuseOptions& options) {
+  std::string opts =
+      "fsname=" + options.fsname + ",subtype=ckptfs,default_permissions";
+  if (options.allow_other) opts += ",allow_other";
+  std::vector<std::string> argv_s = {"ckptfs", "-o", opts};
+  if (options.debug) argv_s.push_back("-d");
+  std::vector<char*> argv;
+  for (auto& s : argv_s) argv.push_back(s.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  static const fuse_operations ops = MakeOps();
+  std::unique_ptr<FuseMount> m(new FuseMount());
+  m->max_threads_ = options.max_threads;
+  m->fuse_ = fuse_new(&args, &ops, sizeof(ops), fs);
+  if (!m->fuse_) return InvalidArgument("fuse_new failed (bad FUSE options)");
+  if (fuse_mount(m->fuse_, options.mountpoint.c_str()) != 0) {
+    return Status(Code::kIoError,
+                  "cannot mount on " + options.mountpoint +
+                      " (does it exist, is it already mounted, is /dev/fuse "
+                      "available?)");
+  }
+  m->mounted_ = true;
+  m->mountpoint_ = options.mountpoint;
+  return m;
+}
+
+FuseMount::~FuseMount() {
+  if (fuse_) {
+    if (mounted_) fuse_unmount(fuse_);
+    fuse_destroy(fuse_);
+  }
+}
+
+Status FuseMount::Run() {
+  fuse_session* se = fuse_get_session(fuse_);
+  if (fuse_set_signal_handlers(se) != 0) {
+    return Internal("cannot install signal handlers");
+  }
+  std::string mp = mountpoint_;
+  std::thread tuner([mp] {
+    for (int i = 0; i < 100 && !g_init_done; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    WidenReadAhead(mp);
+  });
+  fuse_loop_config* cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(cfg, max_threads_);
+  fuse_loop_cfg_set_idle_threads(cfg, 4);
+  int rc = fuse_loop_mt(fuse_, cfg);
+  fuse_loop_cfg_destroy(cfg);
+  tuner.join();
+  fuse_remove_signal_handlers(se);
+  if (rc < 0) return Internal("FUSE loop failed");
+  return Status::Ok();
+}
+
+void FuseMount::Exit() { fuse_exit(fuse_); }
+
+void FuseMount::Unmount() {
+  if (mounted_) {
+    fuse_unmount(fuse_);
+    mounted_ = false;
+  }
+}
+
+}  // namespace ckptfs

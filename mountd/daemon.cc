@@ -1,1 +1,433 @@
-// placeholder
+#include "mountd/daemon.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "version.h"
+
+namespace ckptfs {
+namespace {
+
+// Serves bytes fixed at open (README, info.json, a rendered job record).
+class StringHandle : public FileHandle {
+ public:
+  StringHandle(std::string content, bool direct)
+      : content_(std::move(content)), direct_(direct) {}
+  Result<size_t> Read(std::span<std::byte> buf, uint64_t offset) override {
+    if (offset >= content_.size()) return size_t{0};
+    size_t n = std::min<uint64_t>(buf.size(), content_.size() - offset);
+    std::memcpy(buf.data(), content_.data() + offset, n);
+    return n;
+  }
+  Result<uint64_t> Seek(uint64_t offset, int whence) override {
+    if (offset >= content_.size()) {
+      return Status(Code::kOutOfRange, "offset beyond the end");
+    }
+    return whence == SEEK_DATA ? offset : content_.size();
+  }
+  bool keep_cache() const override { return !direct_; }
+  bool direct_io() const override { return direct_; }
+
+ private:
+  const std::string content_;
+  const bool direct_;
+};
+
+// A disk image of a checkpoint: immutable, so the kernel keeps its pages.
+class ImageHandle : public FileHandle {
+ public:
+  explicit ImageHandle(std::shared_ptr<const CheckpointDisk> disk)
+      : disk_(std::move(disk)) {}
+  Result<size_t> Read(std::span<std::byte> buf, uint64_t offset) override {
+    if (offset >= disk_->size) return size_t{0};
+    size_t n = std::min<uint64_t>(buf.size(), disk_->size - offset);
+    RETURN_IF_ERROR(disk_->image->pread(buf.first(n), offset));
+    return n;
+  }
+  Result<uint64_t> Seek(uint64_t offset, int whence) override {
+    return SeekExtents(disk_->extents, disk_->size, offset,
+                       whence == SEEK_DATA);
+  }
+  bool keep_cache() const override { return true; }
+
+ private:
+  const std::shared_ptr<const CheckpointDisk> disk_;
+};
+
+// control/<kind>: each write() is one request; a read() returns the reply
+// to the last request made through this open file. A read that continues
+// where the write left the file offset (open O_RDWR, write, read) gets the
+// reply from its start, as does a pread at offset 0.
+class ControlHandle : public FileHandle {
+ public:
+  ControlHandle(Daemon* daemon, RequestKind kind)
+      : daemon_(daemon), kind_(kind) {}
+  Result<size_t> Read(std::span<std::byte> buf, uint64_t offset) override {
+    std::string reply;
+    {
+      std::lock_guard lock(mu_);
+      reply = reply_;
+      if (offset >= reply_offset_) offset -= reply_offset_;
+    }
+    if (offset >= reply.size()) return size_t{0};
+    size_t n = std::min<uint64_t>(buf.size(), reply.size() - offset);
+    std::memcpy(buf.data(), reply.data() + offset, n);
+    return n;
+  }
+  Result<size_t> Write(std::span<const std::byte> data,
+                       uint64_t offset) override {
+    std::string_view line(reinterpret_cast<const char*>(data.data()),
+                          data.size());
+    Daemon::Reply r = daemon_->Submit(kind_, line);
+    {
+      std::lock_guard lock(mu_);
+      reply_ = r.json;
+      reply_offset_ = offset + data.size();
+    }
+    if (!r.status.ok()) return r.status;
+    return data.size();
+  }
+  Result<uint64_t> Seek(uint64_t, int) override {
+    return Status(Code::kOutOfRange, "control files hold no data");
+  }
+  bool direct_io() const override { return true; }
+
+ private:
+  Daemon* const daemon_;
+  const RequestKind kind_;
+  std::mutex mu_;
+  std::string reply_;          // guarded by mu_
+  uint64_t reply_offset_ = 0;  // guarded by mu_
+};
+
+bool Writes(int flags) { return (flags & O_ACCMODE) != O_RDONLY; }
+
+}  // namespace
+
+Daemon::Daemon(DaemonOptions options)
+    : options_(std::move(options)),
+      started_(NowMs()),
+      uid_(getuid()),
+      gid_(getgid()) {}
+
+Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
+  std::unique_ptr<Daemon> d(new Daemon(options));
+  BlockCacheOptions co;
+  co.capacity_bytes = options.cache_size;
+  RETURN_IF_ERROR(BlockCache::ValidateOptions(co));
+  d->cache_ = std::make_unique<BlockCache>(co);
+  Daemon* self = d.get();
+  ASSIGN_OR_RETURN(
+      d->libvirt_,
+      LibvirtClient::Connect(options.connect_uri, [self](const DomainEvent& e) {
+        self->OnEvent(e);
+      }));
+  ExportOptions eo;
+  eo.run_dir = options.run_dir;
+  d->exports_ = std::make_unique<LiveExports>(
+      *d->libvirt_, *d->cache_, d->jobs_, eo, [self] { self->Publish(); });
+  d->exports_->EndStale();
+  d->ReloadDomains();
+  d->refresher_ = std::thread([self] { self->RefreshLoop(); });
+  return d;
+}
+
+Daemon::~Daemon() { Shutdown(); }
+
+void Daemon::Shutdown() {
+  std::call_once(shutdown_once_, [this] {
+    {
+      std::lock_guard lock(events_mu_);
+      stopping_ = true;
+    }
+    events_cv_.notify_all();
+    if (refresher_.joinable()) refresher_.join();
+    if (exports_) exports_->EndAll();
+  });
+}
+
+std::shared_ptr<const Tree> Daemon::Snapshot() const {
+  std::lock_guard lock(tree_mu_);
+  return tree_;
+}
+
+void Daemon::Publish() {
+  std::lock_guard lock(publish_mu_);
+  TreeInput in;
+  in.domains = domains_;
+  in.checkpoints = exports_->List();
+  in.job_ids = jobs_.Ids();
+  in.allow_other = options_.allow_other;
+  in.mount_time = started_ / 1000;
+  in.readme = ReadmeText();
+  auto tree = BuildTree(in, inodes_);
+  std::lock_guard tlock(tree_mu_);
+  tree_ = std::move(tree);
+}
+
+void Daemon::ReloadDomains() {
+  auto list = libvirt_->ListDomains();
+  if (!list.ok()) {
+    spdlog::warn("cannot list domains: {}", list.status().ToString());
+  } else {
+    std::vector<std::string> names;
+    for (const auto& d : *list) {
+      if (ValidateDomainName(d.name).ok()) names.push_back(d.name);
+    }
+    std::lock_guard lock(publish_mu_);
+    domains_ = std::move(names);
+  }
+  Publish();
+}
+
+void Daemon::OnEvent(const DomainEvent& event) {
+  // On the libvirt event thread: queue only, never call libvirt here.
+  {
+    std::lock_guard lock(events_mu_);
+    events_.push_back(event);
+  }
+  events_cv_.notify_one();
+}
+
+void Daemon::RefreshLoop() {
+  std::unique_lock lock(events_mu_);
+  while (!stopping_) {
+    events_cv_.wait_for(lock, std::chrono::seconds(5),
+                        [this] { return stopping_ || !events_.empty(); });
+    if (stopping_) break;
+    std::deque<DomainEvent> batch;
+    batch.swap(events_);
+    lock.unlock();
+    bool reload = false, resync = false;
+    for (const auto& e : batch) {
+      using K = DomainEvent::Kind;
+      switch (e.kind) {
+        case K::kDefined:
+        case K::kStarted:
+          reload = true;
+          break;
+        case K::kUndefined:
+        case K::kStopped:
+          exports_->Forget(e.domain, e.kind == K::kStopped
+                                         ? "the domain stopped"
+                                         : "the domain was undefined");
+          reload = true;
+          break;
+        case K::kJobCompleted:
+          resync = true;
+          break;
+        case K::kReconnected:
+          reload = resync = true;
+          break;
+        case K::kOther:
+          break;
+      }
+    }
+    if (batch.empty() && !libvirt_->alive()) {
+      // libvirtd went away: the next call reconnects and queues
+      // kReconnected, which resynchronises the tree.
+      reload = true;
+    }
+    if (resync) exports_->Resync();
+    if (reload) ReloadDomains();
+    lock.lock();
+  }
+}
+
+Attr Daemon::MakeAttr(const Node& n) const {
+  Attr a;
+  a.ino = n.ino;
+  a.mtime = n.mtime;
+  a.uid = uid_;
+  a.gid = gid_;
+  switch (n.type) {
+    case NodeType::kDir:
+      a.mode = S_IFDIR | n.perm;
+      a.nlink = 2;
+      a.size = 0;
+      break;
+    case NodeType::kSymlink:
+      a.mode = S_IFLNK | n.perm;
+      a.size = n.content.size();
+      break;
+    case NodeType::kImage:
+      a.mode = S_IFREG | n.perm;
+      a.size = n.disk->size;
+      a.blocks = (n.disk->allocated + 511) / 512;
+      break;
+    case NodeType::kFile:
+      a.mode = S_IFREG | n.perm;
+      a.size = n.content.size();
+      a.blocks = (a.size + 511) / 512;
+      break;
+    case NodeType::kJob:
+      a.mode = S_IFREG | n.perm;
+      a.size = JobJson(n.key).size();
+      break;
+    case NodeType::kStatus:
+      a.mode = S_IFREG | n.perm;
+      a.size = StatusJson().size();
+      a.mtime = NowMs() / 1000;
+      break;
+    case NodeType::kControl:
+      a.mode = S_IFREG | n.perm;
+      break;
+  }
+  return a;
+}
+
+Result<Attr> Daemon::GetAttr(std::string_view path) {
+  auto tree = Snapshot();
+  const Node* n = tree->Find(path);
+  if (!n) return NotFound("no such file");
+  return MakeAttr(*n);
+}
+
+Result<std::vector<DirEntry>> Daemon::ReadDir(std::string_view path) {
+  auto tree = Snapshot();
+  const Node* n = tree->Find(path);
+  if (!n) return NotFound("no such directory");
+  if (n->type != NodeType::kDir) return InvalidArgument("not a directory");
+  std::string prefix(path);
+  if (prefix.back() != '/') prefix += '/';
+  std::vector<DirEntry> out;
+  for (const auto& name : n->children) {
+    const Node* c = tree->Find(prefix + name);
+    if (c) out.push_back({name, MakeAttr(*c)});
+  }
+  return out;
+}
+
+Result<std::string> Daemon::ReadLink(std::string_view path) {
+  auto tree = Snapshot();
+  const Node* n = tree->Find(path);
+  if (!n) return NotFound("no such link");
+  if (n->type != NodeType::kSymlink) return InvalidArgument("not a link");
+  return n->content;
+}
+
+Result<std::unique_ptr<FileHandle>> Daemon::Open(std::string_view path,
+                                                 int flags) {
+  auto tree = Snapshot();
+  const Node* n = tree->Find(path);
+  if (!n) return NotFound("no such file");
+  if (n->type == NodeType::kControl) {
+    RequestKind kind =
+        n->key == "release" ? RequestKind::kRelease : RequestKind::kCheckpoint;
+    return std::unique_ptr<FileHandle>(new ControlHandle(this, kind));
+  }
+  if (Writes(flags) || (flags & O_TRUNC)) {
+    return ReadOnly("read-only: checkpoint images never change");
+  }
+  switch (n->type) {
+    case NodeType::kImage:
+      return std::unique_ptr<FileHandle>(new ImageHandle(n->disk));
+    case NodeType::kFile:
+      return std::unique_ptr<FileHandle>(new StringHandle(n->content, false));
+    case NodeType::kJob:
+      return std::unique_ptr<FileHandle>(
+          new StringHandle(JobJson(n->key), true));
+    case NodeType::kStatus:
+      return std::unique_ptr<FileHandle>(new StringHandle(StatusJson(), true));
+    default:
+      return InvalidArgument("not a regular file");
+  }
+}
+
+Status Daemon::Truncate(std::string_view path, uint64_t) {
+  auto tree = Snapshot();
+  const Node* n = tree->Find(path);
+  if (!n) return NotFound("no such file");
+  // Shells open control files with O_TRUNC; there is nothing to truncate.
+  if (n->type == NodeType::kControl) return Status::Ok();
+  return ReadOnly("read-only");
+}
+
+Daemon::Reply Daemon::Submit(RequestKind kind, std::string_view line) {
+  const std::string id =
+      jobs_.Create(std::string(KindName(kind)), SanitizeForRecord(line));
+  Status st;
+  auto req = ParseRequest(kind, line);
+  if (!req.ok()) {
+    st = req.status();
+  } else {
+    jobs_.Update(id, [&](Job& j) {
+      j.domain = req->domain;
+      j.checkpoint =
+          req->kind == RequestKind::kRelease ? req->checkpoint : req->name;
+    });
+    switch (kind) {
+      case RequestKind::kCheckpoint:
+        st = exports_->CreateCheckpoint(*req, id);
+        break;
+      case RequestKind::kRelease:
+        st = exports_->Release(*req, id);
+        break;
+      case RequestKind::kBackup:
+        st = Status(Code::kUnsupported, "backups are not available yet");
+        break;
+    }
+  }
+  // A request that failed before it acted was rejected; one that failed
+  // while acting failed.
+  auto job = jobs_.Get(id);
+  bool acted = job && job->state == "running";
+  jobs_.Finish(id, st, acted ? "failed" : "rejected");
+  if (!st.ok()) {
+    spdlog::info("{} request '{}' {}: {}", KindName(kind),
+                 SanitizeForRecord(line), acted ? "failed" : "rejected",
+                 st.message());
+  }
+  Publish();
+  job = jobs_.Get(id);
+  return {st, JobResponse(*job).dump() + "\n"};
+}
+
+std::string Daemon::JobJson(const std::string& id) const {
+  auto job = jobs_.Get(id);
+  if (!job) return "{}\n";
+  return JobToJson(*job).dump(2) + "\n";
+}
+
+std::string Daemon::StatusJson() const {
+  BlockCacheStats cs = cache_->stats();
+  nlohmann::json exports = nlohmann::json::array();
+  for (const auto& cp : exports_->List()) {
+    nlohmann::json disks = nlohmann::json::array();
+    for (const auto& d : cp->disks) disks.push_back(d->target);
+    exports.push_back({{"domain", cp->domain},
+                       {"checkpoint", cp->name},
+                       {"mode", cp->mode},
+                       {"base", StrOrNull(cp->base)},
+                       {"disks", disks}});
+  }
+  nlohmann::json j = {
+      {"version", CKPTFS_VERSION},
+      {"pid", getpid()},
+      {"mountpoint", options_.mountpoint},
+      {"connect", options_.connect_uri},
+      {"libvirt_connected", libvirt_->alive()},
+      {"run_dir", options_.run_dir},
+      {"store", nullptr},
+      {"started", IsoTime(started_)},
+      {"cache",
+       {{"hits", cs.hits},
+        {"misses", cs.misses},
+        {"bytes", cs.resident_bytes},
+        {"capacity", cs.capacity_bytes},
+        {"fills", cs.fills},
+        {"readahead_fills", cs.readahead_fills},
+        {"evictions", cs.evictions},
+        {"fill_errors", cs.fill_errors}}},
+      {"exports", exports},
+      {"jobs_running", jobs_.running()},
+  };
+  return j.dump(2) + "\n";
+}
+
+}  // namespace ckptfs

@@ -1,1 +1,507 @@
-// placeholder
+#include "mountd/exports.h"
+
+#include <grp.h>
+#include <pwd.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "backend/xml.h"
+#include "mountd/source_factory.h"
+
+namespace ckptfs {
+
+namespace fsys = std::filesystem;
+
+// Marks a domain busy for the life of the claim.
+class LiveExports::DomainClaim {
+ public:
+  DomainClaim(LiveExports& owner, std::string domain)
+      : owner_(owner), domain_(std::move(domain)) {}
+  ~DomainClaim() {
+    if (held_) {
+      std::lock_guard lock(owner_.mu_);
+      owner_.busy_.erase(domain_);
+    }
+  }
+  Status Acquire() {
+    std::lock_guard lock(owner_.mu_);
+    if (!owner_.busy_.insert(domain_).second) {
+      return Busy("another request is working on domain " + domain_ +
+                  "; retry when it has finished (see control/jobs/)");
+    }
+    held_ = true;
+    return Status::Ok();
+  }
+
+ private:
+  LiveExports& owner_;
+  std::string domain_;
+  bool held_ = false;
+};
+
+namespace {
+
+std::string FormatChanges(
+    const std::vector<std::pair<uint64_t, uint64_t>>& ranges) {
+  std::string out;
+  for (const auto& [off, len] : ranges) {
+    out += std::to_string(off) + " " + std::to_string(len) + "\n";
+  }
+  return out;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> DataRanges(
+    const std::vector<Extent>& extents) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (const auto& e : extents) {
+    if (e.hole) continue;
+    if (!out.empty() && out.back().first + out.back().second == e.offset) {
+      out.back().second += e.length;
+    } else {
+      out.emplace_back(e.offset, e.length);
+    }
+  }
+  return out;
+}
+
+std::string InfoJson(const CheckpointView& v) {
+  nlohmann::json disks = nlohmann::json::array();
+  for (const auto& d : v.disks) {
+    disks.push_back({{"name", d->target},
+                     {"size", d->size},
+                     {"allocated", d->allocated},
+                     {"source", d->source}});
+  }
+  nlohmann::json j = {
+      {"domain", v.domain},
+      {"checkpoint", v.name},
+      {"state", v.state},
+      {"mode", v.mode},
+      {"base", StrOrNull(v.base)},
+      {"created", IsoTime(v.created * 1000)},
+      {"disks", disks},
+  };
+  return j.dump(2) + "\n";
+}
+
+bool Contains(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+}  // namespace
+
+LiveExports::LiveExports(LibvirtClient& libvirt, BlockCache& cache,
+                         JobTable& jobs, ExportOptions options,
+                         std::function<void()> on_change)
+    : libvirt_(libvirt),
+      cache_(cache),
+      jobs_(jobs),
+      options_(std::move(options)),
+      on_change_(std::move(on_change)) {}
+
+LiveExports::~LiveExports() = default;
+
+std::string LiveExports::DomainDir(const std::string& uuid) const {
+  return options_.run_dir + "/" + uuid;
+}
+
+bool LiveExports::IsOurSocket(const std::string& socket) const {
+  return socket.rfind(options_.run_dir + "/", 0) == 0;
+}
+
+Status LiveExports::PrepareDomainDir(const std::string& dir) {
+  // QEMU (running as the QEMU user) creates the NBD socket and writes the
+  // scratch files here; nobody else may enter: root owns the run dir, the
+  // QEMU user owns the domain's directory, mode 0700.
+  std::error_code ec;
+  fsys::create_directories(dir, ec);
+  if (ec) return IoError("cannot create " + dir + ": " + ec.message());
+  CleanDomainDir(dir);
+  uid_t uid = 0;
+  gid_t gid = 0;
+  if (struct passwd* pw = getpwnam(options_.qemu_user.c_str())) {
+    uid = pw->pw_uid;
+    gid = pw->pw_gid;
+  }
+  if (chown(dir.c_str(), uid, gid) != 0 || chmod(dir.c_str(), 0700) != 0) {
+    return FromErrno(errno, "cannot set owner/mode of " + dir);
+  }
+  return Status::Ok();
+}
+
+void LiveExports::CleanDomainDir(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : fsys::directory_iterator(dir, ec)) {
+    fsys::remove(e.path(), ec);
+  }
+}
+
+Status LiveExports::CreateCheckpoint(const Request& req,
+                                     const std::string& job_id) {
+  const std::string& domain = req.domain;
+  ASSIGN_OR_RETURN(DomainInfo dom, libvirt_.GetDomain(domain));
+  if (!dom.active) {
+    return InvalidArgument("domain " + domain +
+                           " is not running: a live checkpoint needs a "
+                           "running domain");
+  }
+  // Disks: qcow2 disks carry the checkpoint bitmaps; others cannot take part.
+  std::vector<DiskInfo> selected;
+  auto eligible = [](const DiskInfo& d) {
+    return d.device == "disk" && d.format == "qcow2" && !d.readonly;
+  };
+  if (req.disks.empty()) {
+    for (const auto& d : dom.disks) {
+      if (eligible(d)) selected.push_back(d);
+    }
+    if (selected.empty()) {
+      return InvalidArgument("domain " + domain + " has no qcow2 disk");
+    }
+  } else {
+    for (const auto& name : req.disks) {
+      auto it =
+          std::find_if(dom.disks.begin(), dom.disks.end(),
+                       [&](const DiskInfo& d) { return d.target == name; });
+      if (it == dom.disks.end()) {
+        std::string list;
+        for (const auto& d : dom.disks)
+          list += (list.empty() ? "" : ",") + d.target;
+        return NotFound("domain " + domain + " has no disk " + name +
+                        " (disks: " + list + ")");
+      }
+      if (!eligible(*it)) {
+        return InvalidArgument("disk " + name + " of " + domain +
+                               " is not a writable qcow2 disk; only those "
+                               "carry checkpoints");
+      }
+      selected.push_back(*it);
+    }
+  }
+  std::vector<std::string> targets;
+  for (const auto& d : selected) targets.push_back(d.target);
+
+  DomainClaim claim(*this, domain);
+  RETURN_IF_ERROR(claim.Acquire());
+
+  ASSIGN_OR_RETURN(std::vector<CheckpointInfo> cps,
+                   libvirt_.ListCheckpoints(domain));
+  auto exists = [&](const std::string& n) {
+    return std::any_of(cps.begin(), cps.end(),
+                       [&](const CheckpointInfo& c) { return c.name == n; });
+  };
+  std::string name = req.name;
+  if (name.empty()) {
+    const std::string stem = CompactTime(NowMs());
+    name = stem;
+    for (int i = 2; exists(name); ++i) name = stem + "-" + std::to_string(i);
+  } else if (exists(name)) {
+    return AlreadyExists("checkpoint " + name + " of " + domain +
+                         " already exists; choose another name=");
+  }
+
+  ASSIGN_OR_RETURN(std::optional<BackupJobInfo> running,
+                   libvirt_.GetBackupJob(domain));
+  Live old;
+  {
+    std::lock_guard lock(mu_);
+    auto it = live_.find(domain);
+    if (it != live_.end()) old = it->second;
+  }
+  if (running && !IsOurSocket(running->socket)) {
+    return Busy("domain " + domain +
+                " has a backup job that ckptfs did not start; end it with "
+                "'virsh domjobabort " +
+                domain + "' first");
+  }
+
+  // From here on the request acts on libvirt.
+  jobs_.Update(job_id, [&](Job& j) {
+    j.state = "running";
+    j.started_ms = NowMs();
+    j.checkpoint = name;
+  });
+
+  if (old.view) {
+    spdlog::info("{}: ending export of {} before creating {}", domain,
+                 old.view->name, name);
+    RETURN_IF_ERROR(EndExport(domain, old));
+  } else if (running) {
+    spdlog::warn("{}: ending a stale export left by a previous daemon", domain);
+    RETURN_IF_ERROR(libvirt_.AbortJob(domain));
+  }
+
+  // Base: the parent of the new checkpoint (libvirt's newest), when its
+  // bitmaps cover every selected disk; else a full export.
+  std::string base;
+  if (!cps.empty()) {
+    const CheckpointInfo& parent = cps.back();
+    if (std::all_of(targets.begin(), targets.end(), [&](const std::string& t) {
+          return Contains(parent.disks, t);
+        })) {
+      base = parent.name;
+    }
+  }
+
+  const std::string dir = DomainDir(dom.uuid);
+  RETURN_IF_ERROR(PrepareDomainDir(dir));
+  const std::string socket = dir + "/nbd.sock";
+
+  auto backup_xml = [&](const std::string& incremental) {
+    XmlWriter w("domainbackup");
+    w.RootAttr("mode", "pull");
+    if (!incremental.empty()) w.Leaf("incremental", {}, incremental);
+    w.Leaf("server", {{"transport", "unix"}, {"socket", socket}});
+    w.Open("disks");
+    for (const auto& d : dom.disks) {
+      if (d.device != "disk") continue;
+      if (Contains(targets, d.target)) {
+        w.Open("disk",
+               {{"name", d.target}, {"backup", "yes"}, {"type", "file"}});
+        w.Leaf("driver", {{"type", "qcow2"}});
+        w.Leaf("scratch", {{"file", dir + "/" + d.target + ".scratch"}});
+        w.Close();
+      } else {
+        w.Leaf("disk", {{"name", d.target}, {"backup", "no"}});
+      }
+    }
+    w.Close();
+    return w.ToString();
+  };
+  XmlWriter cw("domaincheckpoint");
+  cw.Leaf("name", {}, name);
+  cw.Leaf("description", {}, "created by ckptfs");
+  cw.Open("disks");
+  for (const auto& d : dom.disks) {
+    if (d.device != "disk") continue;
+    cw.Leaf("disk",
+            {{"name", d.target},
+             {"checkpoint", Contains(targets, d.target) ? "bitmap" : "no"}});
+  }
+  cw.Close();
+
+  Status begun = libvirt_.BeginBackup(domain, backup_xml(base), cw.ToString());
+  if (!begun.ok() && !base.empty()) {
+    // A base whose bitmap is missing or inconsistent must never give a wrong
+    // .changes: fall back to a full export and say so.
+    spdlog::warn("{}: incremental from {} refused ({}); exporting full", domain,
+                 base, begun.message());
+    base.clear();
+    begun = libvirt_.BeginBackup(domain, backup_xml(""), cw.ToString());
+  }
+  if (!begun.ok()) {
+    CleanDomainDir(dir);
+    return begun;
+  }
+  jobs_.Update(job_id, [&](Job& j) {
+    j.mode = base.empty() ? "full" : "incremental";
+    j.base = base;
+  });
+
+  // Everything below must end the job again on failure.
+  auto fail = [&](const Status& st) {
+    Status ab = libvirt_.AbortJob(domain);
+    if (!ab.ok()) spdlog::warn("{}: {}", domain, ab.ToString());
+    CleanDomainDir(dir);
+    return st;
+  };
+  auto job = libvirt_.GetBackupJob(domain);
+  if (!job.ok()) return fail(job.status());
+  if (!job->has_value())
+    return fail(IoError("backup job of " + domain + " vanished"));
+
+  auto view = std::make_shared<CheckpointView>();
+  view->domain = domain;
+  view->domain_uuid = dom.uuid;
+  view->name = name;
+  view->mode = base.empty() ? "full" : "incremental";
+  view->base = base;
+  auto info = libvirt_.GetCheckpoint(domain, name);
+  if (!info.ok()) return fail(info.status());
+  view->created = info->creation_time;
+  view->xml = info->xml;
+
+  uint64_t total = 0;
+  for (const auto& d : selected) {
+    const BackupJobInfo::Disk* jd = nullptr;
+    for (const auto& x : (*job)->disks) {
+      if (x.name == d.target) jd = &x;
+    }
+    NbdOptions no;
+    no.socket = socket;
+    no.export_name = jd ? jd->export_name : d.target;
+    if (!base.empty()) {
+      no.dirty_bitmap = "qemu:dirty-bitmap:" + (jd && !jd->export_bitmap.empty()
+                                                    ? jd->export_bitmap
+                                                    : "backup-" + d.target);
+    }
+    no.connections = options_.nbd_connections;
+    no.timeout_ms = options_.nbd_timeout_ms;
+    auto src = OpenLiveDisk(no, cache_);
+    if (!src.ok()) return fail(src.status().Annotate(d.target));
+    auto disk = std::make_shared<CheckpointDisk>();
+    disk->target = d.target;
+    disk->source = d.source;
+    disk->size = src->nbd->size();
+    auto extents = src->nbd->extents(0, disk->size);
+    if (!extents.ok()) return fail(extents.status().Annotate(d.target));
+    disk->extents = std::move(extents).value();
+    for (const auto& e : disk->extents) {
+      if (!e.hole) disk->allocated += e.length;
+    }
+    if (base.empty()) {
+      disk->changes = FormatChanges(DataRanges(disk->extents));
+    } else {
+      auto dirty = src->nbd->dirty_extents();
+      if (!dirty.ok()) return fail(dirty.status().Annotate(d.target));
+      disk->changes = FormatChanges(*dirty);
+    }
+    disk->image = src->image;
+    total += disk->size;
+    view->disks.push_back(std::move(disk));
+  }
+  view->info_json = InfoJson(*view);
+  jobs_.Update(job_id, [&](Job& j) { j.done = j.total = total; });
+
+  {
+    std::lock_guard lock(mu_);
+    live_[domain] = Live{view, socket, dir};
+  }
+  spdlog::info("{}: live checkpoint {} ({} disk(s), {}{})", domain, name,
+               view->disks.size(), view->mode,
+               base.empty() ? "" : " from " + base);
+  on_change_();
+  return Status::Ok();
+}
+
+Status LiveExports::Release(const Request& req, const std::string& job_id) {
+  const std::string& domain = req.domain;
+  Live live;
+  {
+    std::lock_guard lock(mu_);
+    auto it = live_.find(domain);
+    if (it == live_.end() || it->second.view->name != req.checkpoint) {
+      return NotFound("checkpoint " + req.checkpoint + " of " + domain +
+                      " is not live");
+    }
+    live = it->second;
+  }
+  DomainClaim claim(*this, domain);
+  RETURN_IF_ERROR(claim.Acquire());
+  jobs_.Update(job_id, [&](Job& j) {
+    j.state = "running";
+    j.started_ms = NowMs();
+  });
+  return EndExport(domain, live);
+}
+
+Status LiveExports::EndExport(const std::string& domain, const Live& live) {
+  auto job = libvirt_.GetBackupJob(domain);
+  Status st;
+  if (job.ok() && job->has_value() && (*job)->socket == live.socket) {
+    st = libvirt_.AbortJob(domain);
+  } else if (!job.ok() && job.status().code() != Code::kNotFound) {
+    st = job.status();
+  }
+  if (!st.ok()) {
+    spdlog::error("{}: cannot end export of {}: {}", domain, live.view->name,
+                  st.ToString());
+    return st;
+  }
+  {
+    std::lock_guard lock(mu_);
+    auto it = live_.find(domain);
+    if (it != live_.end() && it->second.view == live.view) live_.erase(it);
+  }
+  CleanDomainDir(live.dir);
+  spdlog::info("{}: export of {} ended", domain, live.view->name);
+  on_change_();
+  return Status::Ok();
+}
+
+std::vector<std::shared_ptr<const CheckpointView>> LiveExports::List() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::shared_ptr<const CheckpointView>> out;
+  for (const auto& [d, l] : live_) out.push_back(l.view);
+  return out;
+}
+
+size_t LiveExports::size() const {
+  std::lock_guard lock(mu_);
+  return live_.size();
+}
+
+void LiveExports::Forget(const std::string& domain, const std::string& why) {
+  Live live;
+  {
+    std::lock_guard lock(mu_);
+    auto it = live_.find(domain);
+    if (it == live_.end()) return;
+    live = it->second;
+    live_.erase(it);
+  }
+  spdlog::warn("{}: export of {} is gone ({})", domain, live.view->name, why);
+  CleanDomainDir(live.dir);
+  on_change_();
+}
+
+void LiveExports::Resync() {
+  std::map<std::string, Live> snapshot;
+  {
+    std::lock_guard lock(mu_);
+    snapshot = live_;
+  }
+  for (const auto& [domain, live] : snapshot) {
+    auto job = libvirt_.GetBackupJob(domain);
+    if (!job.ok()) {
+      if (job.status().code() == Code::kNotFound)
+        Forget(domain, "domain undefined");
+      continue;  // libvirt unreachable: keep serving, try later
+    }
+    if (!job->has_value() || (*job)->socket != live.socket) {
+      Forget(domain, "its backup job ended");
+    }
+  }
+}
+
+void LiveExports::EndStale() {
+  auto domains = libvirt_.ListDomains();
+  if (!domains.ok()) {
+    spdlog::warn("cannot look for stale exports: {}",
+                 domains.status().ToString());
+    return;
+  }
+  for (const auto& d : *domains) {
+    if (!d.active) continue;
+    {
+      std::lock_guard lock(mu_);
+      if (live_.count(d.name)) continue;
+    }
+    auto job = libvirt_.GetBackupJob(d.name);
+    if (!job.ok() || !job->has_value() || !IsOurSocket((*job)->socket))
+      continue;
+    spdlog::warn("{}: ending export left behind by a previous ckptfs ({})",
+                 d.name, (*job)->socket);
+    Status st = libvirt_.AbortJob(d.name);
+    if (!st.ok()) spdlog::error("{}: {}", d.name, st.ToString());
+    CleanDomainDir(DomainDir(d.uuid));
+  }
+}
+
+void LiveExports::EndAll() {
+  std::map<std::string, Live> snapshot;
+  {
+    std::lock_guard lock(mu_);
+    snapshot = live_;
+  }
+  for (const auto& [domain, live] : snapshot) {
+    Status st = EndExport(domain, live);
+    if (!st.ok()) spdlog::error("{}: {}", domain, st.ToString());
+  }
+}
+
+}  // namespace ckptfs

@@ -1,1 +1,124 @@
-// placeholder
+#include "mountd/jobs.h"
+
+#include <chrono>
+#include <ctime>
+#include <random>
+
+namespace ckptfs {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+namespace {
+std::string FormatUtc(int64_t ms, const char* fmt) {
+  time_t t = static_cast<time_t>(ms / 1000);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  char buf[64];
+  strftime(buf, sizeof(buf), fmt, &tm);
+  return buf;
+}
+
+nlohmann::json TimeOrNull(int64_t ms) {
+  return ms ? nlohmann::json(IsoTime(ms)) : nlohmann::json(nullptr);
+}
+}  // namespace
+
+nlohmann::json StrOrNull(const std::string& s) {
+  return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s);
+}
+
+std::string IsoTime(int64_t ms) { return FormatUtc(ms, "%Y-%m-%dT%H:%M:%SZ"); }
+std::string CompactTime(int64_t ms) { return FormatUtc(ms, "%Y%m%dT%H%M%SZ"); }
+
+nlohmann::json JobToJson(const Job& j) {
+  nlohmann::json out = {
+      {"id", j.id},
+      {"kind", j.kind},
+      {"request", j.request},
+      {"domain", StrOrNull(j.domain)},
+      {"checkpoint", StrOrNull(j.checkpoint)},
+      {"mode", StrOrNull(j.mode)},
+      {"base", StrOrNull(j.base)},
+      {"state", j.state},
+      {"progress", {{"done", j.done}, {"total", j.total}}},
+      {"created", TimeOrNull(j.created_ms)},
+      {"started", TimeOrNull(j.started_ms)},
+      {"ended", TimeOrNull(j.ended_ms)},
+  };
+  if (!j.error.empty()) {
+    out["error"] = j.error;
+    out["code"] = j.code;
+  }
+  return out;
+}
+
+nlohmann::json JobResponse(const Job& j) {
+  nlohmann::json out = {{"id", j.id}, {"state", j.state}};
+  if (!j.domain.empty()) out["domain"] = j.domain;
+  if (!j.checkpoint.empty()) out["checkpoint"] = j.checkpoint;
+  if (!j.error.empty()) {
+    out["error"] = j.error;
+    out["code"] = j.code;
+  }
+  return out;
+}
+
+std::string JobTable::Create(std::string kind, std::string request) {
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  Job j;
+  j.created_ms = NowMs();
+  j.kind = std::move(kind);
+  j.request = std::move(request);
+  std::lock_guard lock(mu_);
+  char suffix[16];
+  // Sequence plus a random tag: unique within a daemon and, in practice,
+  // across restarts within the same second.
+  snprintf(suffix, sizeof(suffix), "-%04u%02x", ++seq_ % 10000,
+           static_cast<unsigned>(rng() & 0xff));
+  j.id = CompactTime(j.created_ms) + suffix;
+  jobs_.push_back(j);
+  while (jobs_.size() > kMaxJobs) jobs_.pop_front();
+  return j.id;
+}
+
+std::optional<Job> JobTable::Get(const std::string& id) const {
+  std::lock_guard lock(mu_);
+  for (const auto& j : jobs_) {
+    if (j.id == id) return j;
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> JobTable::Ids() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> ids;
+  for (const auto& j : jobs_) ids.push_back(j.id);
+  return ids;
+}
+
+void JobTable::Finish(const std::string& id, const Status& st,
+                      const std::string& fail_state) {
+  Update(id, [&](Job& j) {
+    j.ended_ms = NowMs();
+    if (st.ok()) {
+      j.state = "succeeded";
+    } else {
+      j.state = fail_state;
+      j.error = st.message();
+      j.code = std::string(CodeName(st.code()));
+    }
+  });
+}
+
+size_t JobTable::running() const {
+  std::lock_guard lock(mu_);
+  size_t n = 0;
+  for (const auto& j : jobs_) n += j.state == "running";
+  return n;
+}
+
+}  // namespace ckptfs

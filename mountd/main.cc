@@ -1,1 +1,368 @@
-int main() { return 0; }
+// ckptfs: the command line. `mount` runs the daemon; everything else is a
+// thin client of a mount's control directory.
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "fs/fuse_mount.h"
+#include "mountd/cli.h"
+#include "mountd/daemon.h"
+#include "mountd/log.h"
+#include "version.h"
+
+namespace ckptfs {
+namespace {
+
+namespace fsys = std::filesystem;
+
+struct MountArgs {
+  std::string mountpoint;
+  std::string connect = "qemu:///system";
+  std::string cache_size = "256M";
+  std::string run_dir = "/var/lib/ckptfs/run";
+  bool foreground = false;
+  bool allow_other = false;
+  bool debug = false;
+};
+
+int Fail(const Status& st) {
+  std::cerr << "ckptfs: " << st.message() << "\n";
+  return 1;
+}
+
+// Holds an exclusive lock on the run dir for the daemon's life: two daemons
+// on one run dir would end each other's exports as stale.
+Result<int> LockRunDir(const std::string& run_dir) {
+  std::error_code ec;
+  fsys::create_directories(run_dir, ec);
+  if (ec)
+    return IoError("cannot create run dir " + run_dir + ": " + ec.message());
+  // QEMU must traverse it to reach its per-domain directory; nobody may list
+  // it.
+  if (chmod(run_dir.c_str(), 0711) != 0) {
+    return FromErrno(errno, "cannot chmod " + run_dir);
+  }
+  const std::string lock = run_dir + "/.lock";
+  int fd = open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return FromErrno(errno, "cannot open " + lock);
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    close(fd);
+    return Busy("run dir " + run_dir +
+                " is in use by another ckptfs daemon; use another --run-dir");
+  }
+  return fd;
+}
+
+// Runs the daemon in this process until unmounted. `ready` is called once
+// the mount is visible (or with the error that prevented it).
+int Serve(const MountArgs& a, const std::function<void(const Status&)>& ready) {
+  DaemonOptions o;
+  o.mountpoint = a.mountpoint;
+  o.connect_uri = a.connect;
+  o.run_dir = a.run_dir;
+  o.allow_other = a.allow_other;
+  auto size = ParseSize(a.cache_size);
+  if (!size.ok()) {
+    ready(size.status().Annotate("--cache-size"));
+    return 1;
+  }
+  o.cache_size = *size;
+  auto lock = LockRunDir(a.run_dir);
+  if (!lock.ok()) {
+    ready(lock.status());
+    return 1;
+  }
+  auto daemon = Daemon::Start(o);
+  if (!daemon.ok()) {
+    ready(daemon.status());
+    return 1;
+  }
+  FuseOptions fo;
+  fo.mountpoint = a.mountpoint;
+  fo.allow_other = a.allow_other;
+  fo.debug = a.debug;
+  auto mount = FuseMount::Mount(daemon->get(), fo);
+  if (!mount.ok()) {
+    (*daemon)->Shutdown();
+    ready(mount.status());
+    return 1;
+  }
+  spdlog::info("ckptfs {} mounted on {} (libvirt {}, run dir {})",
+               CKPTFS_VERSION, a.mountpoint, a.connect, a.run_dir);
+  ready(Status::Ok());
+  Status st = (*mount)->Run();
+  // Unmounted or signalled: end every export before the mount goes, so no
+  // backup job outlives the daemon.
+  spdlog::info("shutting down: ending live exports");
+  (*daemon)->Shutdown();
+  mount->reset();
+  daemon->reset();
+  spdlog::info("ckptfs on {} stopped", a.mountpoint);
+  return st.ok() ? 0 : 1;
+}
+
+int CmdMount(MountArgs a) {
+  char resolved[PATH_MAX];
+  if (!realpath(a.mountpoint.c_str(), resolved)) {
+    return Fail(FromErrno(errno, "mount point " + a.mountpoint));
+  }
+  a.mountpoint = resolved;
+  if (!fsys::is_directory(a.mountpoint)) {
+    return Fail(InvalidArgument(a.mountpoint + " is not a directory"));
+  }
+  a.run_dir = fsys::absolute(a.run_dir).lexically_normal().string();
+  if (!a.run_dir.empty() && a.run_dir.back() == '/') a.run_dir.pop_back();
+  if (auto s = ParseSize(a.cache_size); !s.ok()) {
+    return Fail(s.status().Annotate("--cache-size"));
+  }
+
+  if (a.foreground) {
+    SetupLogging(a.debug, false);
+    return Serve(a, [](const Status& st) {
+      if (!st.ok()) spdlog::error("{}", st.message());
+    });
+  }
+
+  // Daemonise before any thread exists; the parent returns once the child
+  // reports the mount ready, with its error otherwise.
+  int pipefd[2];
+  if (pipe(pipefd) != 0) return Fail(FromErrno(errno, "pipe"));
+  pid_t pid = fork();
+  if (pid < 0) return Fail(FromErrno(errno, "fork"));
+  if (pid > 0) {
+    close(pipefd[1]);
+    std::string msg;
+    char buf[512];
+    ssize_t n;
+    while ((n = read(pipefd[0], buf, sizeof(buf))) > 0) {
+      msg.append(buf, static_cast<size_t>(n));
+      if (msg.find('\n') != std::string::npos) break;
+    }
+    if (msg.rfind("OK", 0) == 0) return 0;
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (msg.empty()) msg = "daemon exited before the mount was ready\n";
+    std::cerr << "ckptfs: " << msg;
+    return 1;
+  }
+  close(pipefd[0]);
+  setsid();
+  SetupLogging(a.debug, true);
+  int fd = pipefd[1];
+  int rc = Serve(a, [fd](const Status& st) {
+    std::string msg = st.ok() ? "OK\n" : st.message() + "\n";
+    if (write(fd, msg.data(), msg.size()) < 0) {
+      // The parent went away; nothing to tell.
+    }
+    close(fd);
+    if (st.ok()) {
+      int null = open("/dev/null", O_RDWR);
+      if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(null, 2);
+        if (null > 2) close(null);
+      }
+      if (chdir("/") != 0) {
+        // Keeping the cwd is harmless.
+      }
+    }
+  });
+  _exit(rc);
+}
+
+int CmdUmount(const std::string& mountpoint) {
+  char resolved[PATH_MAX];
+  std::string mp =
+      realpath(mountpoint.c_str(), resolved) ? resolved : mountpoint;
+  pid_t pid = 0;
+  {
+    std::ifstream in(mp + "/control/status.json");
+    try {
+      auto j = nlohmann::json::parse(in);
+      pid = j.value("pid", 0);
+    } catch (const std::exception&) {
+      // Not a live ckptfs mount (or its daemon is dead): just unmount.
+    }
+  }
+  int rc = 0;
+  if (getuid() == 0) {
+    rc = umount2(mp.c_str(), 0);
+    if (rc != 0 && errno == EBUSY) {
+      return Fail(
+          Busy(mp + " is busy (files open below it); close them and retry"));
+    }
+    if (rc != 0 && errno != EINVAL) {
+      return Fail(FromErrno(errno, "cannot unmount " + mp));
+    }
+  } else {
+    std::string cmd = "fusermount3 -u '" + mp + "'";
+    if (std::system(cmd.c_str()) != 0) {
+      return Fail(IoError("fusermount3 -u " + mp + " failed"));
+    }
+  }
+  // The daemon ends its exports after the unmount; wait for it to finish.
+  if (pid > 0) {
+    for (int i = 0; i < 1200 && kill(pid, 0) == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (kill(pid, 0) == 0) {
+      return Fail(Status(Code::kTimedOut,
+                         "daemon " + std::to_string(pid) +
+                             " still running after 120 s; see syslog"));
+    }
+  }
+  return 0;
+}
+
+int PrintReply(const Result<ControlReply>& r) {
+  if (!r.ok()) return Fail(r.status());
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(r->json);
+  } catch (const std::exception&) {
+    if (r->err) return Fail(FromErrno(r->err, "request refused"));
+    std::cout << r->json;
+    return 0;
+  }
+  if (r->err) {
+    std::cerr << "ckptfs: " << j.value("error", std::string(strerror(r->err)))
+              << " (job " << j.value("id", std::string("?")) << ")\n";
+    return 1;
+  }
+  std::cout << j.value("state", std::string("?")) << ": "
+            << j.value("domain", std::string()) << " "
+            << j.value("checkpoint", std::string()) << " (job "
+            << j.value("id", std::string("?")) << ")\n";
+  return 0;
+}
+
+int CmdJobs(const std::string& mount_opt, bool json) {
+  auto mp = FindMount(mount_opt);
+  if (!mp.ok()) return Fail(mp.status());
+  std::vector<fsys::path> files;
+  std::error_code ec;
+  for (const auto& e : fsys::directory_iterator(*mp + "/control/jobs", ec)) {
+    files.push_back(e.path());
+  }
+  if (ec) return Fail(IoError("cannot list jobs: " + ec.message()));
+  std::sort(files.begin(), files.end());
+  if (!json) {
+    std::printf("%-24s %-10s %-16s %-24s %-10s %s\n", "ID", "KIND", "DOMAIN",
+                "CHECKPOINT", "STATE", "ERROR");
+  }
+  for (const auto& f : files) {
+    std::ifstream in(f);
+    try {
+      auto j = nlohmann::json::parse(in);
+      if (json) {
+        std::cout << j.dump() << "\n";
+        continue;
+      }
+      auto str = [&](const char* k) {
+        return j.contains(k) && j[k].is_string() ? j[k].get<std::string>()
+                                                 : std::string("-");
+      };
+      std::printf("%-24s %-10s %-16s %-24s %-10s %s\n", str("id").c_str(),
+                  str("kind").c_str(), str("domain").c_str(),
+                  str("checkpoint").c_str(), str("state").c_str(),
+                  j.contains("error") ? str("error").c_str() : "");
+    } catch (const std::exception&) {
+      // A record evicted between listing and reading.
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace ckptfs
+
+int main(int argc, char** argv) {
+  using namespace ckptfs;
+  CLI::App app{
+      "ckptfs: libvirt domains, checkpoints and disks as read-only "
+      "raw image files"};
+  app.set_version_flag("--version", CKPTFS_VERSION);
+  app.require_subcommand(1);
+
+  MountArgs ma;
+  auto* mount =
+      app.add_subcommand("mount", "mount the tree (daemonises once ready)");
+  mount->add_option("MOUNTPOINT", ma.mountpoint, "empty directory to mount on")
+      ->required();
+  mount->add_option("--connect", ma.connect, "libvirt URI")
+      ->capture_default_str();
+  mount
+      ->add_option("--cache-size", ma.cache_size,
+                   "block cache budget (e.g. 256M, 1G)")
+      ->capture_default_str();
+  mount
+      ->add_option("--run-dir", ma.run_dir,
+                   "NBD sockets and scratch files (QEMU must reach it)")
+      ->capture_default_str();
+  mount->add_flag("-f,--foreground", ma.foreground,
+                  "do not daemonise; log to stderr");
+  mount->add_flag("--allow-other", ma.allow_other,
+                  "let other users read images (control stays owner-only)");
+  mount->add_flag("-d,--debug", ma.debug, "debug logging");
+
+  std::string umount_mp;
+  auto* umount =
+      app.add_subcommand("umount", "end every live export, then unmount");
+  umount->add_option("MOUNTPOINT", umount_mp)->required();
+
+  std::string mount_opt;
+  std::string domain, name, disks, checkpoint;
+  auto* ckpt = app.add_subcommand(
+      "checkpoint", "create a live checkpoint of a running domain");
+  ckpt->add_option("DOMAIN", domain)->required();
+  ckpt->add_option("--name", name, "checkpoint name (default: UTC time)");
+  ckpt->add_option("--disks", disks,
+                   "comma-separated targets (default: all qcow2 disks)");
+  ckpt->add_option("-m,--mount", mount_opt,
+                   "the ckptfs mount (default: the only one)");
+
+  auto* release =
+      app.add_subcommand("release", "end a live checkpoint's export");
+  release->add_option("DOMAIN", domain)->required();
+  release->add_option("CHECKPOINT", checkpoint)->required();
+  release->add_option("-m,--mount", mount_opt, "the ckptfs mount");
+
+  bool json = false;
+  auto* jobs =
+      app.add_subcommand("jobs", "list control requests and their state");
+  jobs->add_option("-m,--mount", mount_opt, "the ckptfs mount");
+  jobs->add_flag("--json", json, "one JSON record per line");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (*mount) return CmdMount(ma);
+  if (*umount) return CmdUmount(umount_mp);
+  if (*jobs) return CmdJobs(mount_opt, json);
+  auto mp = FindMount(mount_opt);
+  if (!mp.ok()) return Fail(mp.status());
+  if (*ckpt) {
+    std::string line = domain;
+    if (!name.empty()) line += " name=" + name;
+    if (!disks.empty()) line += " disks=" + disks;
+    return PrintReply(SendControl(*mp, "checkpoint", line));
+  }
+  if (*release) {
+    return PrintReply(SendControl(*mp, "release", domain + " " + checkpoint));
+  }
+  return 0;
+}

@@ -1,0 +1,44 @@
+// The data of a checkpoint as the tree serves it. Immutable once published:
+// the tree, open file handles and the export manager share it read-only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/image_source.h"
+
+namespace ckptfs {
+
+struct CheckpointDisk {
+  std::string target;  // "vda"
+  std::string source;  // the disk's file on the host
+  uint64_t size = 0;
+  uint64_t allocated = 0;
+  // Allocation map over [0, size): SEEK_DATA/SEEK_HOLE answer from it.
+  std::vector<Extent> extents;
+  std::string changes;                 // <disk>.changes content
+  std::shared_ptr<ImageSource> image;  // cached stack over the source
+};
+
+struct CheckpointView {
+  std::string domain;
+  std::string domain_uuid;
+  std::string name;
+  std::string state = "live";  // live | backing-up | stored
+  std::string mode;            // full | incremental
+  std::string base;            // "" when none
+  int64_t created = 0;         // seconds since the epoch
+  std::string xml;             // checkpoint XML with the domain XML
+  std::string info_json;
+  std::vector<std::shared_ptr<const CheckpointDisk>> disks;
+};
+
+// SEEK_DATA / SEEK_HOLE over an allocation map (zero extents count as holes:
+// they read as zeros, so skipping them is exact). kOutOfRange (ENXIO) when
+// no data follows `offset` (SEEK_DATA) or offset >= size.
+Result<uint64_t> SeekExtents(const std::vector<Extent>& extents, uint64_t size,
+                             uint64_t offset, bool data);
+
+}  // namespace ckptfs

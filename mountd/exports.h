@@ -1,0 +1,89 @@
+// LiveExports: the live checkpoints this daemon serves, one per domain at
+// most (libvirt runs one backup job per domain). Creating one runs a pull-
+// mode backup job with a new checkpoint over all selected disks at once, so
+// the images are one consistent point in time; releasing one ends the job.
+//
+// A per-domain busy mark serialises requests on one domain (a second gets
+// EBUSY); no lock is held while libvirt or NBD is called.
+//
+// Ownership: exports whose NBD socket lies under our run dir are ours. A new
+// daemon ends the ones a killed daemon left (EndStale), so no backup job
+// stays open on a domain that nobody serves.
+//
+// Thread safety: all methods are thread-safe.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "backend/libvirt_client.h"
+#include "cache/block_cache.h"
+#include "mountd/checkpoint.h"
+#include "mountd/control.h"
+#include "mountd/jobs.h"
+
+namespace ckptfs {
+
+struct ExportOptions {
+  std::string run_dir;  // absolute
+  std::string qemu_user = "libvirt-qemu";
+  unsigned nbd_connections = 4;
+  unsigned nbd_timeout_ms = 30000;
+};
+
+class LiveExports {
+ public:
+  LiveExports(LibvirtClient& libvirt, BlockCache& cache, JobTable& jobs,
+              ExportOptions options, std::function<void()> on_change);
+  ~LiveExports();
+
+  // control/checkpoint. Marks the job running once it starts to act; a
+  // failure before that leaves nothing changed.
+  Status CreateCheckpoint(const Request& req, const std::string& job_id);
+  // control/release.
+  Status Release(const Request& req, const std::string& job_id);
+
+  std::vector<std::shared_ptr<const CheckpointView>> List() const;
+  size_t size() const;
+
+  // The domain stopped or was undefined: its job is gone with QEMU.
+  void Forget(const std::string& domain, const std::string& why);
+  // Drops exports whose backup job no longer exists (after a job-completed
+  // event or a libvirt reconnect).
+  void Resync();
+  // Ends backup jobs exported under our run dir that we do not serve.
+  void EndStale();
+  // Ends every export we made (shutdown).
+  void EndAll();
+
+ private:
+  struct Live {
+    std::shared_ptr<const CheckpointView> view;
+    std::string socket;
+    std::string dir;
+  };
+  class DomainClaim;
+
+  Status EndExport(const std::string& domain, const Live& live);
+  Status PrepareDomainDir(const std::string& dir);
+  void CleanDomainDir(const std::string& dir);
+  std::string DomainDir(const std::string& uuid) const;
+  bool IsOurSocket(const std::string& socket) const;
+
+  LibvirtClient& libvirt_;
+  BlockCache& cache_;
+  JobTable& jobs_;
+  const ExportOptions options_;
+  const std::function<void()> on_change_;
+
+  mutable std::mutex mu_;
+  std::map<std::string, Live> live_;  // by domain; guarded by mu_
+  std::set<std::string> busy_;        // domains with a request in flight
+};
+
+}  // namespace ckptfs
