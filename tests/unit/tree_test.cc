@@ -1,0 +1,124 @@
+#include "mountd/tree.h"
+
+#include <gtest/gtest.h>
+
+namespace ckptfs {
+namespace {
+
+std::shared_ptr<const CheckpointView> MakeCheckpoint(const std::string& domain,
+                                                     const std::string& name,
+                                                     int64_t created) {
+  auto v = std::make_shared<CheckpointView>();
+  v->domain = domain;
+  v->name = name;
+  v->created = created;
+  v->xml = "<domaincheckpoint/>";
+  v->info_json = "{}";
+  for (const char* t : {"vda", "vdb"}) {
+    auto d = std::make_shared<CheckpointDisk>();
+    d->target = t;
+    d->size = 1 << 20;
+    d->changes = "0 65536\n";
+    v->disks.push_back(d);
+  }
+  return v;
+}
+
+TEST(TreeTest, Layout) {
+  InodeTable inodes;
+  TreeInput in;
+  in.domains = {"vm2", "vm1"};
+  in.checkpoints = {MakeCheckpoint("vm1", "b", 200),
+                    MakeCheckpoint("vm1", "a", 100)};
+  in.job_ids = {"j1"};
+  in.readme = "hello";
+  auto t = BuildTree(in, inodes);
+
+  ASSERT_NE(t->Find("/"), nullptr);
+  EXPECT_EQ(t->Find("/")->children,
+            (std::vector<std::string>{"README", "control", "domains"}));
+  EXPECT_EQ(t->Find("/domains")->children,
+            (std::vector<std::string>{"vm1", "vm2"}));
+  EXPECT_EQ(t->Find("/domains/vm1")->children,
+            (std::vector<std::string>{"a", "b", "latest"}));
+  EXPECT_TRUE(t->Find("/domains/vm2")->children.empty());
+  EXPECT_EQ(t->Find("/domains/vm1/latest")->content, "b");
+  EXPECT_EQ(t->Find("/domains/vm1/a")->children,
+            (std::vector<std::string>{"checkpoint.xml", "info.json",
+                                      "vda.changes", "vda.img", "vdb.changes",
+                                      "vdb.img"}));
+  const Node* img = t->Find("/domains/vm1/a/vda.img");
+  ASSERT_NE(img, nullptr);
+  EXPECT_EQ(img->type, NodeType::kImage);
+  EXPECT_EQ(img->mtime, 100);
+  EXPECT_EQ(t->Find("/domains/vm1/a/vda.changes")->content, "0 65536\n");
+  EXPECT_EQ(t->Find("/control/jobs/j1.json")->type, NodeType::kJob);
+  EXPECT_EQ(t->Find("/control/checkpoint")->type, NodeType::kControl);
+  EXPECT_EQ(t->Find("/README")->content, "hello");
+  EXPECT_EQ(t->Find("/domains/vm1/a/"), t->Find("/domains/vm1/a"));
+  EXPECT_EQ(t->Find("/domains/vm3"), nullptr);
+  EXPECT_EQ(t->Find("/domains/vm1/a/../b"), nullptr);
+}
+
+TEST(TreeTest, Permissions) {
+  InodeTable inodes;
+  TreeInput in;
+  in.checkpoints = {MakeCheckpoint("vm1", "a", 1)};
+  auto owner = BuildTree(in, inodes);
+  EXPECT_EQ(owner->Find("/domains/vm1/a/vda.img")->perm, 0400u);
+  EXPECT_EQ(owner->Find("/domains/vm1/a")->perm, 0500u);
+  EXPECT_EQ(owner->Find("/control/checkpoint")->perm, 0600u);
+  in.allow_other = true;
+  auto other = BuildTree(in, inodes);
+  EXPECT_EQ(other->Find("/domains/vm1/a/vda.img")->perm, 0444u);
+  EXPECT_EQ(other->Find("/domains")->perm, 0555u);
+  // Control files never open up to other users.
+  EXPECT_EQ(other->Find("/control/checkpoint")->perm, 0600u);
+  EXPECT_EQ(other->Find("/control")->perm, 0700u);
+}
+
+TEST(TreeTest, InodesStableAcrossSnapshots) {
+  InodeTable inodes;
+  TreeInput in;
+  in.checkpoints = {MakeCheckpoint("vm1", "a", 1)};
+  auto t1 = BuildTree(in, inodes);
+  in.checkpoints.push_back(MakeCheckpoint("vm1", "b", 2));
+  auto t2 = BuildTree(in, inodes);
+  EXPECT_EQ(t1->Find("/domains/vm1/a/vda.img")->ino,
+            t2->Find("/domains/vm1/a/vda.img")->ino);
+  EXPECT_NE(t2->Find("/domains/vm1/b/vda.img")->ino,
+            t2->Find("/domains/vm1/a/vda.img")->ino);
+  EXPECT_EQ(t2->Find("/")->ino, 1u);
+}
+
+TEST(TreeTest, CheckpointOfUndefinedDomainStillShown) {
+  InodeTable inodes;
+  TreeInput in;
+  in.checkpoints = {MakeCheckpoint("gone", "a", 1)};
+  auto t = BuildTree(in, inodes);
+  EXPECT_NE(t->Find("/domains/gone/a/vda.img"), nullptr);
+}
+
+TEST(SeekTest, DataAndHoles) {
+  // [0,64K) data, [64K,1M) hole, [1M,1M+64K) zero, [1M+64K, 2M) data.
+  std::vector<Extent> e = {{0, 65536, false, false},
+                           {65536, (1 << 20) - 65536, true, true},
+                           {1 << 20, 65536, false, true},
+                           {(1 << 20) + 65536, (1 << 20) - 65536, false, false}};
+  const uint64_t size = 2 << 20;
+  EXPECT_EQ(*SeekExtents(e, size, 0, true), 0u);
+  EXPECT_EQ(*SeekExtents(e, size, 0, false), 65536u);
+  EXPECT_EQ(*SeekExtents(e, size, 100, true), 100u);
+  EXPECT_EQ(*SeekExtents(e, size, 70000, true), (1u << 20) + 65536);
+  EXPECT_EQ(*SeekExtents(e, size, (1 << 20) + 70000, false), size);
+  auto past = SeekExtents(e, size, size, true);
+  EXPECT_EQ(past.status().code(), Code::kOutOfRange);
+  std::vector<Extent> trailing_hole = {{0, 4096, false, false},
+                                       {4096, 4096, true, false}};
+  EXPECT_EQ(SeekExtents(trailing_hole, 8192, 4096, true).status().code(),
+            Code::kOutOfRange);
+  EXPECT_EQ(*SeekExtents(trailing_hole, 8192, 0, false), 4096u);
+}
+
+}  // namespace
+}  // namespace ckptfs
