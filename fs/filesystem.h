@@ -53,6 +53,14 @@ class FileHandle {
   virtual bool keep_cache() const { return false; }
   // Content generated per open (JSON, control replies): bypass the cache.
   virtual bool direct_io() const { return false; }
+
+  // Attributes as of open: fstat() on an open file answers from here, so a
+  // file whose checkpoint was released meanwhile still stats (and reads EIO).
+  const Attr& attr() const { return attr_; }
+  void set_attr(const Attr& attr) { attr_ = attr; }
+
+ private:
+  Attr attr_;
 };
 
 class Filesystem {

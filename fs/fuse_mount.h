@@ -41,6 +41,7 @@ class FuseMount {
   struct fuse* fuse_ = nullptr;
   bool mounted_ = false;
   std::string mountpoint_;
+  std::string devno_;  // "0:42": the mount's device in our namespace
   unsigned max_threads_ = 16;
 };
 

@@ -1,9 +1,14 @@
 // The FUSE edge: every op decodes its arguments, makes one call into the
 // Filesystem and maps the Status to an errno with ToErrno(). Nothing else in
 // ckptfs includes fuse.h.
+#include <fcntl.h>
 #include <fuse.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <sys/mount.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -55,11 +60,18 @@ void* OpInit(fuse_conn_info* conn, fuse_config* cfg) {
   cfg->attr_timeout = 1;
   conn->max_readahead = 16u << 20;
   conn->want |= FUSE_CAP_ASYNC_READ;
+  // Images never change: no need for the kernel to re-check attributes
+  // before reads and drop cached pages when mtime moves.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
   g_init_done = true;
   return fuse_get_context()->private_data;
 }
 
-int OpGetAttr(const char* path, struct stat* st, fuse_file_info*) {
+int OpGetAttr(const char* path, struct stat* st, fuse_file_info* fi) {
+  if (fi && fi->fh) {
+    FillStat(Handle(fi)->attr(), st);
+    return 0;
+  }
   auto r = Fs()->GetAttr(path);
   if (!r.ok()) return Err(r.status());
   FillStat(*r, st);
@@ -185,21 +197,46 @@ fuse_operations MakeOps() {
   return ops;
 }
 
-// The kernel sizes FUSE read-ahead from the bdi (128 KiB by default), which
-// caps sequential reads at one small request at a time. As root we widen it
-// once the INIT reply has been processed (INIT would clamp it back).
-void WidenReadAhead(const std::string& mountpoint) {
+// The device number ("0:42") of the FUSE mount on `mountpoint` in our mount
+// namespace, or "" when it is not mounted here (any more).
+std::string MountDevice(const std::string& mountpoint) {
   std::ifstream mi("/proc/self/mountinfo");
   std::string line;
+  std::string found;
   while (std::getline(mi, line)) {
     std::istringstream ss(line);
     std::string id, parent, devno, root, mp;
     ss >> id >> parent >> devno >> root >> mp;
-    if (mp != mountpoint) continue;
-    std::ofstream ra("/sys/class/bdi/" + devno + "/read_ahead_kb");
-    ra << 8192 << std::endl;
-    if (!ra) spdlog::debug("cannot widen read-ahead of bdi {}", devno);
+    if (mp == mountpoint && line.find(" - fuse.") != std::string::npos) {
+      found = devno;
+    }
   }
+  return found;
+}
+
+// The kernel sizes FUSE read-ahead from the bdi (128 KiB by default), which
+// caps sequential reads at small requests. As root we widen it once the INIT
+// reply has been processed (INIT would clamp it back).
+void WidenReadAhead(const std::string& devno) {
+  std::ofstream ra("/sys/class/bdi/" + devno + "/read_ahead_kb");
+  ra << 8192 << std::endl;
+  if (!ra) spdlog::debug("cannot widen read-ahead of bdi {}", devno);
+}
+
+// Aborts the FUSE connection: every blocked read of /dev/fuse returns and
+// the loop ends. Used when our mount is gone from our namespace but copies
+// of it live on in others (libvirt gives each QEMU a private copy of the
+// host's mounts), which would otherwise keep the connection up forever.
+void AbortConnection(const std::string& devno) {
+  const std::string minor = devno.substr(devno.find(':') + 1);
+  const std::string dir = "/sys/fs/fuse/connections";
+  const std::string abort_file = dir + "/" + minor + "/abort";
+  if (access(abort_file.c_str(), F_OK) != 0) {
+    mount("fusectl", dir.c_str(), "fusectl", 0, nullptr);
+  }
+  std::ofstream f(abort_file);
+  f << 1 << std::endl;
+  if (!f) spdlog::warn("cannot abort FUSE connection {}", devno);
 }
 
 }  // namespace
@@ -227,6 +264,7 @@ Result<std::unique_ptr<FuseMount>> FuseMount::Mount(
   }
   m->mounted_ = true;
   m->mountpoint_ = options.mountpoint;
+  m->devno_ = MountDevice(options.mountpoint);
   return m;
 }
 
@@ -243,19 +281,40 @@ Status FuseMount::Run() {
     return Internal("cannot install signal handlers");
   }
   std::string mp = mountpoint_;
-  std::thread tuner([mp] {
+  std::string devno = devno_;
+  // Watches our namespace's mount table (POLLPRI on a change) for the
+  // unmount, and widens read-ahead once INIT is done.
+  int mfd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+  int efd = eventfd(0, EFD_CLOEXEC);
+  std::thread watcher([mp, devno, mfd, efd] {
     for (int i = 0; i < 100 && !g_init_done; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    WidenReadAhead(mp);
+    if (!devno.empty()) WidenReadAhead(devno);
+    for (;;) {
+      pollfd fds[2] = {{mfd, POLLPRI, 0}, {efd, POLLIN, 0}};
+      if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
+      if (fds[1].revents) break;
+      if (MountDevice(mp) != devno) {
+        spdlog::info("{} was unmounted; ending the FUSE connection", mp);
+        AbortConnection(devno);
+        break;
+      }
+    }
   });
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(cfg, max_threads_);
   fuse_loop_cfg_set_idle_threads(cfg, 4);
   int rc = fuse_loop_mt(fuse_, cfg);
   fuse_loop_cfg_destroy(cfg);
-  tuner.join();
+  uint64_t one = 1;
+  if (write(efd, &one, sizeof(one)) < 0) {
+    // The watcher then ends with the process.
+  }
+  watcher.join();
+  close(efd);
+  close(mfd);
   fuse_remove_signal_handlers(se);
   if (rc < 0) return Internal("FUSE loop failed");
   return Status::Ok();

@@ -81,12 +81,11 @@ Result<ControlReply> SendControl(const std::string& mount,
   ControlReply reply;
   std::string data = line + "\n";
   if (write(fd, data.data(), data.size()) < 0) reply.err = errno;
+  // The reply is read from where the write left the file offset.
   char buf[8192];
   ssize_t n;
-  uint64_t off = 0;
-  while ((n = pread(fd, buf, sizeof(buf), static_cast<off_t>(off))) > 0) {
+  while ((n = read(fd, buf, sizeof(buf))) > 0) {
     reply.json.append(buf, static_cast<size_t>(n));
-    off += static_cast<uint64_t>(n);
   }
   close(fd);
   return reply;

@@ -46,7 +46,13 @@ class ImageHandle : public FileHandle {
   Result<size_t> Read(std::span<std::byte> buf, uint64_t offset) override {
     if (offset >= disk_->size) return size_t{0};
     size_t n = std::min<uint64_t>(buf.size(), disk_->size - offset);
-    RETURN_IF_ERROR(disk_->image->pread(buf.first(n), offset));
+    Status st = disk_->image->pread(buf.first(n), offset);
+    if (!st.ok()) {
+      // Whatever went wrong below (export ended, QEMU gone, timeout), a
+      // reader of an image sees EIO, never partial or wrong bytes.
+      spdlog::debug("{}: read at {}: {}", disk_->target, offset, st.ToString());
+      return IoError(st.message());
+    }
     return n;
   }
   Result<uint64_t> Seek(uint64_t offset, int whence) override {

@@ -217,10 +217,16 @@ int CmdUmount(const std::string& mountpoint) {
   }
   // The daemon ends its exports after the unmount; wait for it to finish.
   if (pid > 0) {
-    for (int i = 0; i < 1200 && kill(pid, 0) == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    if (kill(pid, 0) == 0) {
+    auto wait = [pid](int tenths) {
+      for (int i = 0; i < tenths && kill(pid, 0) == 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      return kill(pid, 0) != 0;
+    };
+    // A copy of the mount held in another mount namespace keeps the FUSE
+    // connection open after our unmount; then tell the daemon directly.
+    if (!wait(100)) kill(pid, SIGTERM);
+    if (!wait(1100)) {
       return Fail(Status(Code::kTimedOut,
                          "daemon " + std::to_string(pid) +
                              " still running after 120 s; see syslog"));
