@@ -322,6 +322,14 @@ Result<std::unique_ptr<FileHandle>> Daemon::Open(std::string_view path,
   auto tree = Snapshot();
   const Node* n = tree->Find(path);
   if (!n) return NotFound("no such file");
+  auto r = OpenNode(*n, flags);
+  if (r.ok()) (*r)->set_attr(MakeAttr(*n));
+  return r;
+}
+
+Result<std::unique_ptr<FileHandle>> Daemon::OpenNode(const Node& node,
+                                                     int flags) {
+  const Node* n = &node;
   if (n->type == NodeType::kControl) {
     RequestKind kind =
         n->key == "release" ? RequestKind::kRelease : RequestKind::kCheckpoint;

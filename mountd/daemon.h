@@ -71,6 +71,7 @@ class Daemon : public Filesystem {
   void OnEvent(const DomainEvent& event);
   void RefreshLoop();
   Attr MakeAttr(const Node& node) const;
+  Result<std::unique_ptr<FileHandle>> OpenNode(const Node& node, int flags);
 
   const DaemonOptions options_;
   const int64_t started_;
