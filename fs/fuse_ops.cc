@@ -53,11 +53,13 @@ std::atomic<bool> g_init_done{false};
 void* OpInit(fuse_conn_info* conn, fuse_config* cfg) {
   cfg->use_ino = 1;
   cfg->readdir_ino = 0;
-  // New checkpoints must show up at once: no negative caching. Attributes
-  // of existing paths may be cached briefly; images are immutable.
+  // The tree changes under the kernel (checkpoints come and go), so the
+  // kernel must not cache names or attributes: a released checkpoint must
+  // vanish at once. Lookups are cheap (one hash lookup in the snapshot) and
+  // reads need none; open files answer GETATTR from their handle.
   cfg->negative_timeout = 0;
-  cfg->entry_timeout = 1;
-  cfg->attr_timeout = 1;
+  cfg->entry_timeout = 0;
+  cfg->attr_timeout = 0;
   conn->max_readahead = 16u << 20;
   conn->want |= FUSE_CAP_ASYNC_READ;
   // Images never change: no need for the kernel to re-check attributes

@@ -127,6 +127,12 @@ int CmdMount(MountArgs a) {
   }
   a.run_dir = fsys::absolute(a.run_dir).lexically_normal().string();
   if (!a.run_dir.empty() && a.run_dir.back() == '/') a.run_dir.pop_back();
+  // RUN/<uuid>/nbd.sock must fit a UNIX socket address (108 bytes).
+  if (a.run_dir.size() + 1 + 36 + sizeof("/nbd.sock") > 108) {
+    return Fail(InvalidArgument("--run-dir " + a.run_dir +
+                                " is too long for NBD socket paths; use a "
+                                "path of at most 60 characters"));
+  }
   if (auto s = ParseSize(a.cache_size); !s.ok()) {
     return Fail(s.status().Annotate("--cache-size"));
   }
