@@ -116,6 +116,25 @@ virsh -q undefine "$DOM2" --checkpoints-metadata >/dev/null || fail "virsh undef
 gone() { [[ ! -e "$1" ]]; }
 wait_for "$MP/domains/$DOM2 disappears after virsh undefine" 30 gone "$MP/domains/$DOM2"
 
+# ----------------------------------------------------------------- open files outlive attribute timeouts
+# A file kept open past the attribute timeout is revalidated by the kernel
+# through GETATTR on its handle (e.g. for a read at the end of the file); the
+# reply must describe the file, or the kernel marks the inode bad (EIO).
+out=$(timeout 120 python3 - "$D/t2/vdb.img" <<'EOF'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size = os.fstat(fd).st_size
+time.sleep(1.5)
+tail = os.pread(fd, 4096, size)
+head = os.pread(fd, 4096, 0)
+time.sleep(1.5)
+st = os.fstat(fd)
+os.close(fd)
+print(f"OK {len(tail)} {len(head)} {st.st_size == size} {oct(st.st_mode & 0o777)}")
+EOF
+) || fail "reading an image kept open past the attribute timeout failed: $out"
+assert_eq "$out" "OK 0 4096 True 0o444" "read at EOF and at 0 after 1.5 s, fstat"
+
 # ----------------------------------------------------------------- EIO after destroy
 # t2's images have not been read yet. The image is opened before the destroy
 # (its directory may go away with the job), then read to the end.
