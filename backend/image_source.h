@@ -38,6 +38,19 @@ class ImageSource {
   // <= size(). A failure is never partial data: the caller sees an error.
   virtual Status pread(std::span<std::byte> buf, uint64_t offset) = 0;
 
+  // Reads the contiguous range starting at `offset` into `bufs`, one after
+  // the other (a scatter read). Lets a caller that keeps data in separate
+  // buffers (the block cache) avoid a staging copy; a source that can issue
+  // the pieces in parallel should. Default: one pread per buffer.
+  virtual Status preadv(std::span<const std::span<std::byte>> bufs,
+                        uint64_t offset) {
+    for (const auto& b : bufs) {
+      RETURN_IF_ERROR(pread(b, offset));
+      offset += b.size();
+    }
+    return Status::Ok();
+  }
+
   // Allocation map of [offset, offset + length), in order, covering the
   // range without gaps. Default: one data extent (the "all data" answer).
   virtual Result<std::vector<Extent>> extents(uint64_t offset,

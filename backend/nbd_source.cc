@@ -492,10 +492,18 @@ Status NbdSource::AllDead() const {
 }
 
 Status NbdSource::pread(std::span<std::byte> buf, uint64_t offset) {
-  if (buf.empty()) return Status::Ok();
-  if (offset > size_ || buf.size() > size_ - offset) {
+  const std::span<std::byte> one[] = {buf};
+  return preadv(one, offset);
+}
+
+Status NbdSource::preadv(std::span<const std::span<std::byte>> bufs,
+                         uint64_t offset) {
+  uint64_t total = 0;
+  for (const auto& b : bufs) total += b.size();
+  if (total == 0) return Status::Ok();
+  if (offset > size_ || total > size_ - offset) {
     return InvalidArgument("NBD export '" + export_name_ + "': read of " +
-                           std::to_string(buf.size()) + " bytes at offset " +
+                           std::to_string(total) + " bytes at offset " +
                            std::to_string(offset) + " is beyond the size " +
                            std::to_string(size_));
   }
@@ -512,36 +520,41 @@ Status NbdSource::pread(std::span<std::byte> buf, uint64_t offset) {
     size_t copy = 0;  // Bounce: bytes to copy to dst.
   };
   const uint64_t mask = min_block_ - 1;
-  const uint64_t end = offset + buf.size();
   std::vector<Piece> pieces;
-  pieces.reserve((buf.size() + max_request_ - 1) / max_request_ + 2);
-  auto add_bounce = [&](uint64_t from, uint64_t to) {
-    Piece& p = pieces.emplace_back();
-    p.offset = from & ~mask;
-    p.length =
-        static_cast<uint32_t>(std::min<uint64_t>(min_block_, size_ - p.offset));
-    p.dst = buf.data() + (from - offset);
-    p.bounce.resize(p.length);
-    p.skip = from - p.offset;
-    p.copy = to - from;
-  };
-
-  uint64_t pos = offset;
-  if (pos & mask) {
-    const uint64_t to = std::min(end, (pos & ~mask) + min_block_);
-    add_bounce(pos, to);
-    pos = to;
+  pieces.reserve(bufs.size() + total / max_request_ + 2);
+  // Each buffer is covered by its own pieces, so no piece straddles two
+  // buffers and every byte lands where it belongs without a staging copy.
+  uint64_t buf_offset = offset;
+  for (const auto& buf : bufs) {
+    const uint64_t end = buf_offset + buf.size();
+    auto add_bounce = [&](uint64_t from, uint64_t to) {
+      Piece& p = pieces.emplace_back();
+      p.offset = from & ~mask;
+      p.length = static_cast<uint32_t>(
+          std::min<uint64_t>(min_block_, size_ - p.offset));
+      p.dst = buf.data() + (from - buf_offset);
+      p.bounce.resize(p.length);
+      p.skip = from - p.offset;
+      p.copy = to - from;
+    };
+    uint64_t pos = buf_offset;
+    if (pos & mask) {
+      const uint64_t to = std::min(end, (pos & ~mask) + min_block_);
+      add_bounce(pos, to);
+      pos = to;
+    }
+    const uint64_t aligned_end = std::max(pos, end & ~mask);
+    while (pos < aligned_end) {
+      Piece& p = pieces.emplace_back();
+      p.offset = pos;
+      p.length = static_cast<uint32_t>(
+          std::min<uint64_t>(max_request_, aligned_end - pos));
+      p.dst = buf.data() + (pos - buf_offset);
+      pos += p.length;
+    }
+    if (pos < end) add_bounce(pos, end);
+    buf_offset = end;
   }
-  const uint64_t aligned_end = std::max(pos, end & ~mask);
-  while (pos < aligned_end) {
-    Piece& p = pieces.emplace_back();
-    p.offset = pos;
-    p.length = static_cast<uint32_t>(
-        std::min<uint64_t>(max_request_, aligned_end - pos));
-    p.dst = buf.data() + (pos - offset);
-    pos += p.length;
-  }
-  if (pos < end) add_bounce(pos, end);
 
   // Everything goes in flight at once; pieces must not move from here on.
   Batch batch;

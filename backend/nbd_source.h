@@ -89,6 +89,10 @@ class NbdSource : public ImageSource {
   // and lengths need no alignment: if the server demands a minimum block size,
   // unaligned head and tail blocks go through a bounce buffer.
   Status pread(std::span<std::byte> buf, uint64_t offset) override;
+  // One NBD read per buffer (split further at max_request()), all in flight
+  // at once across the connections.
+  Status preadv(std::span<const std::span<std::byte>> bufs,
+                uint64_t offset) override;
 
   // From base:allocation: NBD_STATE_HOLE -> hole, NBD_STATE_ZERO -> zero.
   // Adjacent extents with equal flags are merged. REQUIRES: offset + length

@@ -635,20 +635,20 @@ void BlockCache::Impl::Run(Fill& fill) {
       status = ReadSource(image, {data.get(), length}, offset);
       if (status.ok()) blocks.push_back(std::move(data));
     } else {
-      // One source read, then a copy per block: blocks must be separate
+      // One scatter read straight into the blocks: they must be separate
       // allocations, or one resident block would pin its whole run in memory
-      // outside the budget.
-      auto staging = std::make_unique_for_overwrite<std::byte[]>(length);
-      status = ReadSource(image, {staging.get(), length}, offset);
-      if (status.ok()) {
-        blocks.reserve(fill.num_blocks);
-        for (uint64_t pos = 0; pos < length; pos += block_size_) {
-          const uint64_t n = std::min<uint64_t>(block_size_, length - pos);
-          auto data = std::make_shared_for_overwrite<std::byte[]>(n);
-          std::memcpy(data.get(), staging.get() + pos, n);
-          blocks.push_back(std::move(data));
-        }
+      // outside the budget. The fill never exceeds max_request().
+      blocks.reserve(fill.num_blocks);
+      std::vector<std::span<std::byte>> spans;
+      spans.reserve(fill.num_blocks);
+      for (uint64_t pos = 0; pos < length; pos += block_size_) {
+        const uint64_t n = std::min<uint64_t>(block_size_, length - pos);
+        auto data = std::make_shared_for_overwrite<std::byte[]>(n);
+        spans.emplace_back(data.get(), n);
+        blocks.push_back(std::move(data));
       }
+      status = image.source->preadv(spans, offset);
+      if (!status.ok()) blocks.clear();
     }
   } catch (const std::bad_alloc&) {
     // Fail this read instead of leaving waiters blocked forever.

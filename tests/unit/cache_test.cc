@@ -96,6 +96,23 @@ class MemorySource : public ImageSource {
   std::atomic<uint64_t> bad_requests_{0};
 };
 
+// A scatter read as one request (as NbdSource issues it): the fakes below
+// count and fault it like a single pread of the whole range.
+Status ScatterViaPread(ImageSource& source,
+                       std::span<const std::span<std::byte>> bufs,
+                       uint64_t offset) {
+  size_t total = 0;
+  for (const auto& b : bufs) total += b.size();
+  std::vector<std::byte> tmp(total);
+  RETURN_IF_ERROR(source.pread(tmp, offset));
+  size_t pos = 0;
+  for (const auto& b : bufs) {
+    std::memcpy(b.data(), tmp.data() + pos, b.size());
+    pos += b.size();
+  }
+  return Status::Ok();
+}
+
 // Forwards to a base source and records every read. Reads can be delayed (to
 // widen races) or held at a gate until ReleaseReads().
 class CountingSource : public ImageSource {
@@ -105,6 +122,11 @@ class CountingSource : public ImageSource {
 
   uint64_t size() const override { return base_->size(); }
   uint32_t max_request() const override { return base_->max_request(); }
+
+  Status preadv(std::span<const std::span<std::byte>> bufs,
+                uint64_t offset) override {
+    return ScatterViaPread(*this, bufs, offset);
+  }
 
   Status pread(std::span<std::byte> buf, uint64_t offset) override {
     std::chrono::microseconds delay;
@@ -198,6 +220,11 @@ class FaultSource : public ImageSource {
 
   uint64_t size() const override { return base_->size(); }
   uint32_t max_request() const override { return base_->max_request(); }
+
+  Status preadv(std::span<const std::span<std::byte>> bufs,
+                uint64_t offset) override {
+    return ScatterViaPread(*this, bufs, offset);
+  }
 
   Status pread(std::span<std::byte> buf, uint64_t offset) override {
     {

@@ -62,26 +62,27 @@ TEST_P(ControlBadInputTest, RejectedAsInvalid) {
 
 INSTANTIATE_TEST_SUITE_P(
     All, ControlBadInputTest,
-    ::testing::Values(
-        BadCase{"", "empty"}, BadCase{"\n", "empty line"},
-        BadCase{"   \t ", "blank"}, BadCase{"vm1 name=../x", "slash in name"},
-        BadCase{"vm1 name=.hidden", "leading dot"},
-        BadCase{"vm1 name=latest", "reserved name"},
-        BadCase{"vm1 name=a\\b", "backslash"},
-        BadCase{"vm1 foo=bar", "unknown key"},
-        BadCase{"vm1 name=a name=b", "duplicate key"},
-        BadCase{"vm1 name=", "empty value"},
-        BadCase{"vm1 disks=vda,,vdb", "empty disk"},
-        BadCase{"vm1 disks=vda,vda", "duplicate disk"},
-        BadCase{"vm1 disks=VDA", "bad disk name"},
-        BadCase{"vm1 vm2", "extra positional"},
-        BadCase{"name=x", "missing domain"},
-        BadCase{"name=x vm1", "positional after keys"},
-        BadCase{"vm1\nvm2\n", "two lines"},
-        BadCase{"vm1\x01", "control character"},
-        BadCase{"vm1 name=caf\xc3\xa9", "non-ASCII name"},
-        BadCase{"..", "dot-dot domain"}, BadCase{"a/b", "slash in domain"},
-        BadCase{"vm1 mode=full", "mode is for backup"}));
+    ::testing::Values(BadCase{"", "empty"}, BadCase{"\n", "empty line"},
+                      BadCase{"   \t ", "blank"},
+                      BadCase{"vm1 name=../x", "slash in name"},
+                      BadCase{"vm1 name=.hidden", "leading dot"},
+                      BadCase{"vm1 name=latest", "reserved name"},
+                      BadCase{"vm1 name=a\\b", "backslash"},
+                      BadCase{"vm1 foo=bar", "unknown key"},
+                      BadCase{"vm1 name=a name=b", "duplicate key"},
+                      BadCase{"vm1 name=", "empty value"},
+                      BadCase{"vm1 disks=vda,,vdb", "empty disk"},
+                      BadCase{"vm1 disks=vda,vda", "duplicate disk"},
+                      BadCase{"vm1 disks=VDA", "bad disk name"},
+                      BadCase{"vm1 vm2", "extra positional"},
+                      BadCase{"name=x", "missing domain"},
+                      BadCase{"name=x vm1", "positional after keys"},
+                      BadCase{"vm1\nvm2\n", "two lines"},
+                      BadCase{"vm1\x01", "control character"},
+                      BadCase{"vm1 name=caf\xc3\xa9", "non-ASCII name"},
+                      BadCase{"..", "dot-dot domain"},
+                      BadCase{"a/b", "slash in domain"},
+                      BadCase{"vm1 mode=full", "mode is for backup"}));
 
 TEST(ControlTest, NameLengthBound) {
   std::string ok(kMaxNameLength, 'a');

@@ -213,6 +213,32 @@ TEST_F(NbdSourceTest, PatternRandomReadsIncludingSplitOnes) {
   EXPECT_TRUE(src->pread({}, 0).ok());
 }
 
+TEST_F(NbdSourceTest, ScatterReadFillsEachBuffer) {
+  REQUIRE_NBDKIT();
+  // Unaligned buffer boundaries against a server that rejects unaligned
+  // requests: every buffer gets its own bytes, bounce pieces included.
+  StartNbdkit({"--filter=blocksize-policy", "pattern", "64M",
+               "blocksize-minimum=512", "blocksize-maximum=1M",
+               "blocksize-error-policy=error"});
+  auto src = OpenOk({});
+  ASSERT_NE(src, nullptr);
+  std::vector<std::vector<std::byte>> storage = {
+      std::vector<std::byte>(1 * kMiB, std::byte{0xee}),
+      std::vector<std::byte>(100, std::byte{0xee}),
+      std::vector<std::byte>(3 * kMiB + 513, std::byte{0xee}),
+      std::vector<std::byte>(1, std::byte{0xee})};
+  std::vector<std::span<std::byte>> bufs;
+  for (auto& v : storage) bufs.emplace_back(v);
+  const uint64_t offset = 4 * kMiB + 7;
+  ASSERT_TRUE(src->preadv(bufs, offset).ok());
+  uint64_t pos = offset;
+  for (const auto& b : bufs) {
+    EXPECT_EQ(FirstPatternMismatch(b, pos), -1) << b.size() << "@" << pos;
+    pos += b.size();
+  }
+  EXPECT_EQ(src->preadv(bufs, 64 * kMiB - 10).code(), Code::kInvalidArgument);
+}
+
 TEST_F(NbdSourceTest, MultiConnOpensSeveralConnections) {
   REQUIRE_NBDKIT();
   StartNbdkit({"pattern", "64M"});

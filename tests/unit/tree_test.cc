@@ -43,10 +43,10 @@ TEST(TreeTest, Layout) {
             (std::vector<std::string>{"a", "b", "latest"}));
   EXPECT_TRUE(t->Find("/domains/vm2")->children.empty());
   EXPECT_EQ(t->Find("/domains/vm1/latest")->content, "b");
-  EXPECT_EQ(t->Find("/domains/vm1/a")->children,
-            (std::vector<std::string>{"checkpoint.xml", "info.json",
-                                      "vda.changes", "vda.img", "vdb.changes",
-                                      "vdb.img"}));
+  EXPECT_EQ(
+      t->Find("/domains/vm1/a")->children,
+      (std::vector<std::string>{"checkpoint.xml", "info.json", "vda.changes",
+                                "vda.img", "vdb.changes", "vdb.img"}));
   const Node* img = t->Find("/domains/vm1/a/vda.img");
   ASSERT_NE(img, nullptr);
   EXPECT_EQ(img->type, NodeType::kImage);
@@ -101,10 +101,11 @@ TEST(TreeTest, CheckpointOfUndefinedDomainStillShown) {
 
 TEST(SeekTest, DataAndHoles) {
   // [0,64K) data, [64K,1M) hole, [1M,1M+64K) zero, [1M+64K, 2M) data.
-  std::vector<Extent> e = {{0, 65536, false, false},
-                           {65536, (1 << 20) - 65536, true, true},
-                           {1 << 20, 65536, false, true},
-                           {(1 << 20) + 65536, (1 << 20) - 65536, false, false}};
+  std::vector<Extent> e = {
+      {0, 65536, false, false},
+      {65536, (1 << 20) - 65536, true, true},
+      {1 << 20, 65536, false, true},
+      {(1 << 20) + 65536, (1 << 20) - 65536, false, false}};
   const uint64_t size = 2 << 20;
   EXPECT_EQ(*SeekExtents(e, size, 0, true), 0u);
   EXPECT_EQ(*SeekExtents(e, size, 0, false), 65536u);

@@ -1,7 +1,8 @@
+#include "backend/xml.h"
+
 #include <gtest/gtest.h>
 
 #include "backend/libvirt_client.h"
-#include "backend/xml.h"
 
 namespace ckptfs {
 namespace {
