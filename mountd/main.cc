@@ -1,7 +1,6 @@
 // ckptfs: the command line. `mount` runs the daemon; everything else is a
 // thin client of a mount's control directory.
 #include <fcntl.h>
-#include <malloc.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
@@ -306,11 +305,6 @@ int CmdJobs(const std::string& mount_opt, bool json) {
 
 int main(int argc, char** argv) {
   using namespace ckptfs;
-  // Cache blocks are 1 MiB: serve them from mmap so freed blocks go back to
-  // the system. glibc's default raises the mmap threshold after the first
-  // free, after which freed blocks stay in the heap and RSS outgrows the
-  // cache budget.
-  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   CLI::App app{
       "ckptfs: libvirt domains, checkpoints and disks as read-only "
       "raw image files"};
