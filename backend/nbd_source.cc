@@ -247,7 +247,13 @@ Status NbdSource::Connection::Start(Command* cmd, const char* op,
                      " bytes at offset " + std::to_string(offset));
     in_flight_.fetch_sub(1);
     cmd->batch->Done();
-    if (nbd_aio_is_dead(h_) == 1) MarkDead(st);
+    // A handle that died or closed (its I/O thread may not have recorded
+    // why yet) is finished: record why, so callers move to another
+    // connection and see the real cause, not libnbd's "invalid state".
+    if (nbd_aio_is_dead(h_) == 1 || nbd_aio_is_closed(h_) == 1) {
+      MarkDead(timed_out_.load() ? TimedOutStatus(label_)
+                                 : IoError(label_ + ": NBD connection closed"));
+    }
     Kick();
     return alive() ? st : failure();
   }

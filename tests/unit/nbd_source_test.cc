@@ -77,8 +77,10 @@ class Server {
       _exit(127);
     }
     if (pid_ < 0) return "fork failed";
+    // The socket file appears before the server listens on it: wait until
+    // a connection is accepted.
     for (int i = 0; i < 1000; ++i) {
-      if (fs::exists(socket)) return "";
+      if (fs::exists(socket) && Accepts(socket)) return "";
       int status;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
@@ -87,6 +89,18 @@ class Server {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     return argv[0] + " did not create " + socket;
+  }
+
+  static bool Accepts(const std::string& socket) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, socket.c_str(), sizeof(addr.sun_path) - 1);
+    const bool ok =
+        connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    close(fd);
+    return ok;
   }
 
   void Kill() {
