@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/image_source.h"
@@ -17,10 +18,20 @@ struct CheckpointDisk {
   uint64_t size = 0;
   uint64_t allocated = 0;
   // Allocation map over [0, size): SEEK_DATA/SEEK_HOLE answer from it.
+  // Empty for stored disks, whose image answers extents() itself.
   std::vector<Extent> extents;
-  std::string changes;                 // <disk>.changes content
+  // Extents changed since the base, and their <disk>.changes text.
+  std::vector<std::pair<uint64_t, uint64_t>> changed;
+  std::string changes;
   std::shared_ptr<ImageSource> image;  // cached stack over the source
+  // Live only: the export without the cache, for a backup's bulk copy (it
+  // must not evict what readers use).
+  std::shared_ptr<ImageSource> raw;
 };
+
+// "<offset> <length>\n" per range.
+std::string FormatChanges(
+    const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
 
 struct CheckpointView {
   std::string domain;
@@ -34,6 +45,9 @@ struct CheckpointView {
   std::string info_json;
   std::vector<std::shared_ptr<const CheckpointDisk>> disks;
 };
+
+// info.json of a checkpoint.
+std::string CheckpointInfoJson(const CheckpointView& view);
 
 // SEEK_DATA / SEEK_HOLE over an allocation map (zero extents count as holes:
 // they read as zeros, so skipping them is exact). kOutOfRange (ENXIO) when

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "version.h"
 
@@ -56,8 +57,14 @@ class ImageHandle : public FileHandle {
     return n;
   }
   Result<uint64_t> Seek(uint64_t offset, int whence) override {
-    return SeekExtents(disk_->extents, disk_->size, offset,
-                       whence == SEEK_DATA);
+    if (!disk_->extents.empty() || disk_->size == 0) {
+      return SeekExtents(disk_->extents, disk_->size, offset,
+                         whence == SEEK_DATA);
+    }
+    // Stored disks: the manifest knows its zero chunks.
+    auto extents = disk_->image->extents(0, disk_->size);
+    if (!extents.ok()) return IoError(extents.status().message());
+    return SeekExtents(*extents, disk_->size, offset, whence == SEEK_DATA);
   }
   bool keep_cache() const override { return true; }
 
@@ -133,10 +140,24 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
       LibvirtClient::Connect(options.connect_uri, [self](const DomainEvent& e) {
         self->OnEvent(e);
       }));
+  ASSIGN_OR_RETURN(d->store_, Store::OpenLocal(options.store_dir, true));
+  ASSIGN_OR_RETURN(d->catalog_,
+                   Catalog::Open(options.store_dir + "/catalog.db"));
+  RETURN_IF_ERROR(d->ReconcileCatalog());
+  d->stored_ =
+      std::make_unique<StoredCheckpoints>(*d->store_, *d->catalog_, *d->cache_);
+  RETURN_IF_ERROR(d->stored_->Refresh());
+  d->runner_ =
+      std::make_unique<BackupRunner>(*d->store_, *d->catalog_, d->jobs_);
   ExportOptions eo;
   eo.run_dir = options.run_dir;
   d->exports_ = std::make_unique<LiveExports>(
       *d->libvirt_, *d->cache_, d->jobs_, eo, [self] { self->Publish(); });
+  d->exports_->SetBaseChooser([self](const DomainInfo& dom,
+                                     const std::vector<std::string>& disks,
+                                     const std::vector<CheckpointInfo>& cps) {
+    return self->ChooseBase(dom, disks, cps);
+  });
   d->exports_->EndStale();
   d->ReloadDomains();
   d->refresher_ = std::thread([self] { self->RefreshLoop(); });
@@ -153,6 +174,16 @@ void Daemon::Shutdown() {
     }
     events_cv_.notify_all();
     if (refresher_.joinable()) refresher_.join();
+    // A backup still running is cancelled: it leaves no record, so it is
+    // never served nor used as a base; the next one starts from the last
+    // good backup.
+    cancel_backups_ = true;
+    std::vector<std::thread> backups;
+    {
+      std::lock_guard lock(backups_mu_);
+      backups.swap(backups_);
+    }
+    for (auto& t : backups) t.join();
     if (exports_) exports_->EndAll();
   });
 }
@@ -167,6 +198,16 @@ void Daemon::Publish() {
   TreeInput in;
   in.domains = domains_;
   in.checkpoints = exports_->List();
+  in.control_files = {"backup", "checkpoint", "release"};
+  // A checkpoint being backed up is served live until its backup is
+  // complete; then from the store.
+  for (const auto& v : stored_->List()) {
+    bool live = false;
+    for (const auto& l : in.checkpoints) {
+      live |= l->domain == v->domain && l->name == v->name;
+    }
+    if (!live) in.checkpoints.push_back(v);
+  }
   in.job_ids = jobs_.Ids();
   in.allow_other = options_.allow_other;
   in.mount_time = started_ / 1000;
@@ -331,8 +372,9 @@ Result<std::unique_ptr<FileHandle>> Daemon::OpenNode(const Node& node,
                                                      int flags) {
   const Node* n = &node;
   if (n->type == NodeType::kControl) {
-    RequestKind kind =
-        n->key == "release" ? RequestKind::kRelease : RequestKind::kCheckpoint;
+    RequestKind kind = n->key == "release"  ? RequestKind::kRelease
+                       : n->key == "backup" ? RequestKind::kBackup
+                                            : RequestKind::kCheckpoint;
     return std::unique_ptr<FileHandle>(new ControlHandle(this, kind));
   }
   if (Writes(flags) || (flags & O_TRUNC)) {
@@ -366,32 +408,32 @@ Daemon::Reply Daemon::Submit(RequestKind kind, std::string_view line) {
   const std::string id =
       jobs_.Create(std::string(KindName(kind)), SanitizeForRecord(line));
   Status st;
+  bool async = false;
   auto req = ParseRequest(kind, line);
   if (!req.ok()) {
     st = req.status();
   } else {
     jobs_.Update(id, [&](Job& j) {
       j.domain = req->domain;
-      j.checkpoint =
-          req->kind == RequestKind::kRelease ? req->checkpoint : req->name;
+      j.checkpoint = req->name.empty() ? req->checkpoint : req->name;
     });
     switch (kind) {
       case RequestKind::kCheckpoint:
-        st = exports_->CreateCheckpoint(*req, id);
+        st = exports_->CreateCheckpoint(*req, id).status();
         break;
       case RequestKind::kRelease:
         st = exports_->Release(*req, id);
         break;
       case RequestKind::kBackup:
-        st = Status(Code::kUnsupported, "backups are not available yet");
+        st = StartBackup(*req, id, &async);
         break;
     }
   }
   // A request that failed before it acted was rejected; one that failed
-  // while acting failed.
+  // while acting failed. An accepted backup goes on running.
   auto job = jobs_.Get(id);
   bool acted = job && job->state == "running";
-  jobs_.Finish(id, st, acted ? "failed" : "rejected");
+  if (!async) FinishJob(id, st, acted ? "failed" : "rejected");
   if (!st.ok()) {
     spdlog::info("{} request '{}' {}: {}", KindName(kind),
                  SanitizeForRecord(line), acted ? "failed" : "rejected",
@@ -400,6 +442,160 @@ Daemon::Reply Daemon::Submit(RequestKind kind, std::string_view line) {
   Publish();
   job = jobs_.Get(id);
   return {st, JobResponse(*job).dump() + "\n"};
+}
+
+void Daemon::FinishJob(const std::string& id, const Status& st,
+                       const std::string& fail_state) {
+  jobs_.Finish(id, st, fail_state);
+  if (auto job = jobs_.Get(id)) {
+    Status ps = catalog_->PutJob(*job);
+    if (!ps.ok()) spdlog::warn("job {}: {}", id, ps.ToString());
+  }
+}
+
+Status Daemon::ReconcileCatalog() {
+  // The store is the source of truth: the catalog must list exactly its
+  // complete backups (a deleted or stale catalog is rebuilt here).
+  ASSIGN_OR_RETURN(std::vector<BackupRecord> in_store, store_->ListBackups());
+  ASSIGN_OR_RETURN(std::vector<BackupRecord> in_catalog,
+                   catalog_->ListBackups());
+  std::set<std::string> a, b;
+  for (const auto& r : in_store) a.insert(r.id);
+  for (const auto& r : in_catalog) b.insert(r.id);
+  if (a == b) return Status::Ok();
+  spdlog::warn("catalog lists {} backups, the store holds {}: reindexing",
+               b.size(), a.size());
+  return catalog_->ReplaceBackups(in_store);
+}
+
+std::string Daemon::ChooseBase(const DomainInfo& domain,
+                               const std::vector<std::string>& disks,
+                               const std::vector<CheckpointInfo>& cps) {
+  auto backups = catalog_->ListBackups(domain.uuid);
+  if (!backups.ok()) return "";
+  // Newest first: the first backup whose checkpoint libvirt still has with
+  // a bitmap on every selected disk, and that covers those disks.
+  for (auto it = backups->rbegin(); it != backups->rend(); ++it) {
+    auto cp = std::find_if(cps.begin(), cps.end(), [&](const auto& c) {
+      return c.name == it->checkpoint;
+    });
+    if (cp == cps.end()) continue;
+    bool ok = true;
+    for (const auto& d : disks) {
+      bool in_bitmaps =
+          std::find(cp->disks.begin(), cp->disks.end(), d) != cp->disks.end();
+      bool in_backup =
+          std::any_of(it->disks.begin(), it->disks.end(),
+                      [&](const auto& bd) { return bd.name == d; });
+      ok &= in_bitmaps && in_backup;
+    }
+    if (ok) return it->checkpoint;
+  }
+  return "";
+}
+
+Status Daemon::StartBackup(const Request& req, const std::string& job_id,
+                           bool* async) {
+  const std::string& domain = req.domain;
+  ASSIGN_OR_RETURN(DomainInfo dom, libvirt_->GetDomain(domain));
+  RETURN_IF_ERROR(exports_->Claim(domain));
+  bool handed_off = false;
+  struct Unclaim {
+    LiveExports* e;
+    const std::string& d;
+    bool* handed_off;
+    ~Unclaim() {
+      if (!*handed_off) e->Unclaim(d);
+    }
+  } unclaim{exports_.get(), domain, &handed_off};
+
+  std::shared_ptr<const CheckpointView> view;
+  bool created = false;
+  if (!req.checkpoint.empty()) {
+    view = exports_->Get(domain);
+    if (!view || view->name != req.checkpoint) {
+      return NotFound("checkpoint " + req.checkpoint + " of " + domain +
+                      " is not live; omit checkpoint= to create one");
+    }
+    auto existing = catalog_->GetBackup(dom.uuid + "/" + req.checkpoint);
+    if (existing.ok() && existing->has_value()) {
+      return AlreadyExists("checkpoint " + req.checkpoint + " of " + domain +
+                           " is backed up already");
+    }
+  } else {
+    if (req.mode == "incremental") {
+      // Bad input changes nothing: refuse before creating the checkpoint.
+      std::vector<std::string> targets;
+      for (const auto& d : dom.disks) {
+        if (d.device == "disk" && d.format == "qcow2" && !d.readonly) {
+          targets.push_back(d.target);
+        }
+      }
+      ASSIGN_OR_RETURN(auto cps, libvirt_->ListCheckpoints(domain));
+      if (ChooseBase(dom, targets, cps).empty()) {
+        return InvalidArgument(
+            "mode=incremental: domain " + domain +
+            " has no complete backup whose checkpoint bitmaps libvirt still "
+            "has; take a full backup (mode=full or auto)");
+      }
+    }
+    Request creq;
+    creq.kind = RequestKind::kCheckpoint;
+    creq.domain = domain;
+    creq.name = req.name;
+    ASSIGN_OR_RETURN(view, exports_->CreateCheckpoint(creq, job_id, true));
+    created = true;
+  }
+
+  std::optional<BackupRecord> base;
+  if (req.mode != "full" && view->mode == "incremental" &&
+      !view->base.empty()) {
+    auto b = catalog_->GetBackup(dom.uuid + "/" + view->base);
+    if (b.ok() && b->has_value()) base = std::move(**b);
+  }
+  if (req.mode == "incremental" && !base) {
+    return InvalidArgument("mode=incremental: the base of checkpoint " +
+                           view->name +
+                           " has no complete backup; use "
+                           "mode=full or mode=auto");
+  }
+  jobs_.Update(job_id, [&](Job& j) {
+    j.state = "running";
+    if (!j.started_ms) j.started_ms = NowMs();
+    j.checkpoint = view->name;
+    j.mode = base ? "incremental" : "full";
+    j.base = base ? base->checkpoint : "";
+  });
+  exports_->SetState(domain, "backing-up");
+
+  BackupPlan plan{view, base, job_id};
+  handed_off = true;
+  *async = true;
+  std::lock_guard lock(backups_mu_);
+  backups_.emplace_back([this, plan, domain, created] {
+    auto record = runner_->Run(plan, cancel_backups_);
+    Status st = record.status();
+    if (st.ok()) {
+      Status rs = stored_->Refresh();
+      if (!rs.ok()) spdlog::warn("{}", rs.ToString());
+    } else {
+      spdlog::error("{}: backup of {} failed: {}", domain, plan.view->name,
+                    st.ToString());
+    }
+    // The export ends once the data is in the store (or the job failed on
+    // a checkpoint it made itself); a given live checkpoint stays live
+    // after a failure so the backup can be retried.
+    if (st.ok() || created) {
+      Status es = exports_->End(domain, plan.view->name);
+      if (!es.ok()) spdlog::warn("{}: {}", domain, es.ToString());
+    } else {
+      exports_->SetState(domain, "live");
+    }
+    FinishJob(plan.job_id, st, "failed");
+    exports_->Unclaim(domain);
+    Publish();
+  });
+  return Status::Ok();
 }
 
 std::string Daemon::JobJson(const std::string& id) const {
@@ -427,7 +623,7 @@ std::string Daemon::StatusJson() const {
       {"connect", options_.connect_uri},
       {"libvirt_connected", libvirt_->alive()},
       {"run_dir", options_.run_dir},
-      {"store", nullptr},
+      {"store", options_.store_dir},
       {"started", IsoTime(started_)},
       {"cache",
        {{"hits", cs.hits},

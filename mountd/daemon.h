@@ -9,6 +9,7 @@
 // swapped under tree_mu_ (held only for the pointer copy).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -20,9 +21,12 @@
 #include "backend/libvirt_client.h"
 #include "cache/block_cache.h"
 #include "fs/filesystem.h"
+#include "mountd/backup.h"
+#include "mountd/catalog.h"
 #include "mountd/control.h"
 #include "mountd/exports.h"
 #include "mountd/jobs.h"
+#include "mountd/stored.h"
 #include "mountd/tree.h"
 
 namespace ckptfs {
@@ -31,6 +35,7 @@ struct DaemonOptions {
   std::string mountpoint;  // absolute
   std::string connect_uri = "qemu:///system";
   std::string run_dir = "/var/lib/ckptfs/run";
+  std::string store_dir = "/var/lib/ckptfs/store";
   uint64_t cache_size = 256ull << 20;
   bool allow_other = false;
 };
@@ -71,6 +76,16 @@ class Daemon : public Filesystem {
   void OnEvent(const DomainEvent& event);
   void RefreshLoop();
   Attr MakeAttr(const Node& node) const;
+  // control/backup: fixes the point in time, starts the job thread and
+  // returns; `async` is set when the job goes on after the reply.
+  Status StartBackup(const Request& req, const std::string& job_id,
+                     bool* async);
+  std::string ChooseBase(const DomainInfo& domain,
+                         const std::vector<std::string>& disks,
+                         const std::vector<CheckpointInfo>& checkpoints);
+  void FinishJob(const std::string& id, const Status& st,
+                 const std::string& fail_state);
+  Status ReconcileCatalog();
   Result<std::unique_ptr<FileHandle>> OpenNode(const Node& node, int flags);
 
   const DaemonOptions options_;
@@ -80,6 +95,13 @@ class Daemon : public Filesystem {
   std::unique_ptr<BlockCache> cache_;
   JobTable jobs_;
   std::unique_ptr<LiveExports> exports_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Catalog> catalog_;
+  std::unique_ptr<StoredCheckpoints> stored_;
+  std::unique_ptr<BackupRunner> runner_;
+  std::atomic<bool> cancel_backups_{false};
+  std::mutex backups_mu_;
+  std::vector<std::thread> backups_;  // guarded by backups_mu_
   InodeTable inodes_;
 
   mutable std::mutex tree_mu_;

@@ -23,17 +23,10 @@ class LiveExports::DomainClaim {
   DomainClaim(LiveExports& owner, std::string domain)
       : owner_(owner), domain_(std::move(domain)) {}
   ~DomainClaim() {
-    if (held_) {
-      std::lock_guard lock(owner_.mu_);
-      owner_.busy_.erase(domain_);
-    }
+    if (held_) owner_.Unclaim(domain_);
   }
   Status Acquire() {
-    std::lock_guard lock(owner_.mu_);
-    if (!owner_.busy_.insert(domain_).second) {
-      return Busy("another request is working on domain " + domain_ +
-                  "; retry when it has finished (see control/jobs/)");
-    }
+    RETURN_IF_ERROR(owner_.Claim(domain_));
     held_ = true;
     return Status::Ok();
   }
@@ -45,15 +38,6 @@ class LiveExports::DomainClaim {
 };
 
 namespace {
-
-std::string FormatChanges(
-    const std::vector<std::pair<uint64_t, uint64_t>>& ranges) {
-  std::string out;
-  for (const auto& [off, len] : ranges) {
-    out += std::to_string(off) + " " + std::to_string(len) + "\n";
-  }
-  return out;
-}
 
 std::vector<std::pair<uint64_t, uint64_t>> DataRanges(
     const std::vector<Extent>& extents) {
@@ -67,26 +51,6 @@ std::vector<std::pair<uint64_t, uint64_t>> DataRanges(
     }
   }
   return out;
-}
-
-std::string InfoJson(const CheckpointView& v) {
-  nlohmann::json disks = nlohmann::json::array();
-  for (const auto& d : v.disks) {
-    disks.push_back({{"name", d->target},
-                     {"size", d->size},
-                     {"allocated", d->allocated},
-                     {"source", d->source}});
-  }
-  nlohmann::json j = {
-      {"domain", v.domain},
-      {"checkpoint", v.name},
-      {"state", v.state},
-      {"mode", v.mode},
-      {"base", StrOrNull(v.base)},
-      {"created", IsoTime(v.created * 1000)},
-      {"disks", disks},
-  };
-  return j.dump(2) + "\n";
 }
 
 bool Contains(const std::vector<std::string>& v, const std::string& s) {
@@ -141,8 +105,56 @@ void LiveExports::CleanDomainDir(const std::string& dir) {
   }
 }
 
-Status LiveExports::CreateCheckpoint(const Request& req,
-                                     const std::string& job_id) {
+Status LiveExports::Claim(const std::string& domain) {
+  std::lock_guard lock(mu_);
+  if (!busy_.insert(domain).second) {
+    return Busy("another request or job is working on domain " + domain +
+                "; retry when it has finished (see control/jobs/)");
+  }
+  return Status::Ok();
+}
+
+void LiveExports::Unclaim(const std::string& domain) {
+  std::lock_guard lock(mu_);
+  busy_.erase(domain);
+}
+
+std::shared_ptr<const CheckpointView> LiveExports::Get(
+    const std::string& domain) const {
+  std::lock_guard lock(mu_);
+  auto it = live_.find(domain);
+  return it == live_.end() ? nullptr : it->second.view;
+}
+
+void LiveExports::SetState(const std::string& domain,
+                           const std::string& state) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = live_.find(domain);
+    if (it == live_.end()) return;
+    auto view = std::make_shared<CheckpointView>(*it->second.view);
+    view->state = state;
+    view->info_json = CheckpointInfoJson(*view);
+    it->second.view = std::move(view);
+  }
+  on_change_();
+}
+
+Status LiveExports::End(const std::string& domain, const std::string& name) {
+  Live live;
+  {
+    std::lock_guard lock(mu_);
+    auto it = live_.find(domain);
+    if (it == live_.end() || it->second.view->name != name) {
+      return Status::Ok();
+    }
+    live = it->second;
+  }
+  return EndExport(domain, live);
+}
+
+Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
+    const Request& req, const std::string& job_id, bool claimed) {
   const std::string& domain = req.domain;
   ASSIGN_OR_RETURN(DomainInfo dom, libvirt_.GetDomain(domain));
   if (!dom.active) {
@@ -186,7 +198,7 @@ Status LiveExports::CreateCheckpoint(const Request& req,
   for (const auto& d : selected) targets.push_back(d.target);
 
   DomainClaim claim(*this, domain);
-  RETURN_IF_ERROR(claim.Acquire());
+  if (!claimed) RETURN_IF_ERROR(claim.Acquire());
 
   ASSIGN_OR_RETURN(std::vector<CheckpointInfo> cps,
                    libvirt_.ListCheckpoints(domain));
@@ -235,10 +247,11 @@ Status LiveExports::CreateCheckpoint(const Request& req,
     RETURN_IF_ERROR(libvirt_.AbortJob(domain));
   }
 
-  // Base: the parent of the new checkpoint (libvirt's newest), when its
-  // bitmaps cover every selected disk; else a full export.
-  std::string base;
-  if (!cps.empty()) {
+  // Base: the newest checkpoint with a complete backup (libvirt merges the
+  // bitmaps since), else the parent of the new checkpoint (libvirt's
+  // newest), when its bitmaps cover every selected disk; else a full export.
+  std::string base = choose_base_ ? choose_base_(dom, targets, cps) : "";
+  if (base.empty() && !cps.empty()) {
     const CheckpointInfo& parent = cps.back();
     if (std::all_of(targets.begin(), targets.end(), [&](const std::string& t) {
           return Contains(parent.disks, t);
@@ -354,17 +367,19 @@ Status LiveExports::CreateCheckpoint(const Request& req,
       if (!e.hole) disk->allocated += e.length;
     }
     if (base.empty()) {
-      disk->changes = FormatChanges(DataRanges(disk->extents));
+      disk->changed = DataRanges(disk->extents);
     } else {
       auto dirty = src->nbd->dirty_extents();
       if (!dirty.ok()) return fail(dirty.status().Annotate(d.target));
-      disk->changes = FormatChanges(*dirty);
+      disk->changed = std::move(dirty).value();
     }
+    disk->changes = FormatChanges(disk->changed);
     disk->image = src->image;
+    disk->raw = src->nbd;
     total += disk->size;
     view->disks.push_back(std::move(disk));
   }
-  view->info_json = InfoJson(*view);
+  view->info_json = CheckpointInfoJson(*view);
   jobs_.Update(job_id, [&](Job& j) { j.done = j.total = total; });
 
   {
@@ -375,7 +390,7 @@ Status LiveExports::CreateCheckpoint(const Request& req,
                view->disks.size(), view->mode,
                base.empty() ? "" : " from " + base);
   on_change_();
-  return Status::Ok();
+  return std::shared_ptr<const CheckpointView>(view);
 }
 
 Status LiveExports::Release(const Request& req, const std::string& job_id) {

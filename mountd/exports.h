@@ -42,11 +42,36 @@ class LiveExports {
               ExportOptions options, std::function<void()> on_change);
   ~LiveExports();
 
+  // Chooses the base of a new checkpoint: given the domain's checkpoints in
+  // libvirt (oldest first) and the selected disks, returns the newest
+  // checkpoint with a complete backup whose bitmaps libvirt still has on
+  // every disk, or "" to fall back to the parent rule. Set before use.
+  using BaseChooser = std::function<std::string(
+      const DomainInfo& domain, const std::vector<std::string>& disks,
+      const std::vector<CheckpointInfo>& checkpoints)>;
+  void SetBaseChooser(BaseChooser chooser) {
+    choose_base_ = std::move(chooser);
+  }
+
   // control/checkpoint. Marks the job running once it starts to act; a
-  // failure before that leaves nothing changed.
-  Status CreateCheckpoint(const Request& req, const std::string& job_id);
+  // failure before that leaves nothing changed. With `claimed`, the caller
+  // holds the domain's claim (a backup job creating its checkpoint).
+  Result<std::shared_ptr<const CheckpointView>> CreateCheckpoint(
+      const Request& req, const std::string& job_id, bool claimed = false);
   // control/release.
   Status Release(const Request& req, const std::string& job_id);
+
+  // One request or job per domain at a time: Claim fails with EBUSY while
+  // another holds the domain. A backup job holds it until it ends.
+  Status Claim(const std::string& domain);
+  void Unclaim(const std::string& domain);
+  // The live checkpoint of a domain, or null.
+  std::shared_ptr<const CheckpointView> Get(const std::string& domain) const;
+  // Republishes the live checkpoint with another state (backing-up).
+  void SetState(const std::string& domain, const std::string& state);
+  // Ends the export of the domain's live checkpoint `name` (the caller holds
+  // the claim). OK if it is gone already.
+  Status End(const std::string& domain, const std::string& name);
 
   std::vector<std::shared_ptr<const CheckpointView>> List() const;
   size_t size() const;
@@ -80,6 +105,7 @@ class LiveExports {
   JobTable& jobs_;
   const ExportOptions options_;
   const std::function<void()> on_change_;
+  BaseChooser choose_base_;
 
   mutable std::mutex mu_;
   std::map<std::string, Live> live_;  // by domain; guarded by mu_

@@ -34,6 +34,7 @@ struct MountArgs {
   std::string connect = "qemu:///system";
   std::string cache_size = "256M";
   std::string run_dir = "/var/lib/ckptfs/run";
+  std::string store = "/var/lib/ckptfs/store";
   bool foreground = false;
   bool allow_other = false;
   bool debug = false;
@@ -74,6 +75,7 @@ int Serve(const MountArgs& a, const std::function<void(const Status&)>& ready) {
   o.mountpoint = a.mountpoint;
   o.connect_uri = a.connect;
   o.run_dir = a.run_dir;
+  o.store_dir = a.store;
   o.allow_other = a.allow_other;
   auto size = ParseSize(a.cache_size);
   if (!size.ok()) {
@@ -125,6 +127,11 @@ int CmdMount(MountArgs a) {
     return Fail(InvalidArgument(a.mountpoint + " is not a directory"));
   }
   a.run_dir = fsys::absolute(a.run_dir).lexically_normal().string();
+  if (a.store.rfind("rados:", 0) == 0) {
+    return Fail(Status(Code::kUnsupported,
+                       "RADOS stores are not available yet; use a directory"));
+  }
+  a.store = fsys::absolute(a.store).lexically_normal().string();
   if (!a.run_dir.empty() && a.run_dir.back() == '/') a.run_dir.pop_back();
   // RUN/<uuid>/nbd.sock must fit a UNIX socket address (108 bytes).
   if (a.run_dir.size() + 1 + 36 + sizeof("/nbd.sock") > 108) {
@@ -325,6 +332,10 @@ int main(int argc, char** argv) {
   mount
       ->add_option("--run-dir", ma.run_dir,
                    "NBD sockets and scratch files (QEMU must reach it)")
+      ->capture_default_str();
+  mount
+      ->add_option("--store", ma.store,
+                   "backup store directory (created on first use)")
       ->capture_default_str();
   mount->add_flag("-f,--foreground", ma.foreground,
                   "do not daemonise; log to stderr");

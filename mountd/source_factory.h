@@ -20,3 +20,18 @@ Result<LiveDiskSource> OpenLiveDisk(const NbdOptions& options,
                                     BlockCache& cache);
 
 }  // namespace ckptfs
+
+namespace ckptfs {
+
+class Store;
+struct BackupRecord;
+struct BackupDisk;
+
+// A stored disk: opened from the store on first use (its manifest is read
+// then, not when the tree is built), behind the shared block cache.
+std::shared_ptr<ImageSource> OpenStoredDisk(Store& store,
+                                            const BackupRecord& record,
+                                            const BackupDisk& disk,
+                                            BlockCache& cache);
+
+}  // namespace ckptfs

@@ -1,6 +1,9 @@
 #include "mountd/tree.h"
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "mountd/jobs.h"
 
 namespace ckptfs {
 
@@ -16,6 +19,35 @@ const Node* Tree::Find(std::string_view path) const {
   if (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
   auto it = nodes_.find(std::string(path));
   return it == nodes_.end() ? nullptr : &it->second;
+}
+
+std::string CheckpointInfoJson(const CheckpointView& v) {
+  nlohmann::json disks = nlohmann::json::array();
+  for (const auto& d : v.disks) {
+    disks.push_back({{"name", d->target},
+                     {"size", d->size},
+                     {"allocated", d->allocated},
+                     {"source", d->source}});
+  }
+  nlohmann::json j = {
+      {"domain", v.domain},
+      {"checkpoint", v.name},
+      {"state", v.state},
+      {"mode", v.mode},
+      {"base", StrOrNull(v.base)},
+      {"created", IsoTime(v.created * 1000)},
+      {"disks", disks},
+  };
+  return j.dump(2) + "\n";
+}
+
+std::string FormatChanges(
+    const std::vector<std::pair<uint64_t, uint64_t>>& ranges) {
+  std::string out;
+  for (const auto& [off, len] : ranges) {
+    out += std::to_string(off) + " " + std::to_string(len) + "\n";
+  }
+  return out;
 }
 
 Result<uint64_t> SeekExtents(const std::vector<Extent>& extents, uint64_t size,

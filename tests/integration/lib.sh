@@ -584,10 +584,14 @@ pid_alive() {  # PID
 ckpt_mount() {
   CKT_MOUNT_SEQ=$((CKT_MOUNT_SEQ + 1))
   local mp="$CKT_WORK/mnt$CKT_MOUNT_SEQ" args=("$@") have_run=0 a
+  local have_store=0
   for a in "${args[@]}"; do
     [[ "$a" == --run-dir* ]] && have_run=1
+    [[ "$a" == --store* ]] && have_store=1
   done
   ((have_run)) || args+=(--run-dir "$CKT_RUN")
+  # Each test has its own store, so backups never leak between tests.
+  ((have_store)) || args+=(--store "$CKT_WORK/store")
   mkdir -p "$mp"
   CKT_MOUNTS+=("$mp")
   say "mount: $CKPTFS_BIN mount $mp ${args[*]}"
@@ -695,6 +699,27 @@ ctl_ok() {  # FILE LINE
   state=$(ctl_field state) || fail "control $1 '$2': response is not JSON: $(ctl_response)"
   [[ "$state" == succeeded ]] || fail "control $1 '$2': state $state: $(ctl_response)"
   ctl_field id
+}
+
+# ctl that must be accepted (a backup job goes on running); prints the id.
+ctl_accepted() {  # FILE LINE
+  local err
+  err=$(ctl "$1" "$2")
+  [[ "$err" == OK ]] || fail "control $1 '$2': expected acceptance, got $err: $(ctl_response)"
+  ctl_field id
+}
+
+# Waits for a job to end; fails unless it ended in state EXPECTED.
+wait_job() {  # ID EXPECTED [SECONDS]
+  local f state="" i
+  f=$(job_file "$1")
+  for ((i = 0; i < ${3:-300} * 5; i++)); do
+    state=$(json_get "$f" state 2>/dev/null || true)
+    [[ "$state" == queued || "$state" == running || -z "$state" ]] || break
+    sleep 0.2
+  done
+  [[ "$state" == "$2" ]] || fail "job $1 ended as '$state', expected $2: $(cat "$f" 2>&1)"
+  pass "job $1 $2"
 }
 
 job_file() {  # ID [MP]

@@ -1,0 +1,173 @@
+#include "backend/store/chunk_store.h"
+
+#include <zstd.h>
+
+#include <cstring>
+#include <new>
+#include <utility>
+
+#include "backend/store/sha256.h"
+
+namespace ckptfs {
+
+namespace {
+
+// Contexts kept for reuse; more are created when more threads need one.
+constexpr size_t kMaxPooled = 16;
+
+struct CCtxFree {
+  void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+struct DCtxFree {
+  void operator()(ZSTD_DCtx* c) const { ZSTD_freeDCtx(c); }
+};
+using CCtx = std::unique_ptr<ZSTD_CCtx, CCtxFree>;
+using DCtx = std::unique_ptr<ZSTD_DCtx, DCtxFree>;
+
+Status Corrupt(const ChunkHash& hash, const std::string& what) {
+  return IoError("chunk " + HashToHex(hash) + ": " + what + " (store corrupt)");
+}
+
+}  // namespace
+
+struct ChunkStore::ContextPool {
+  std::mutex mu;
+  std::vector<CCtx> compress;    // GUARDED_BY(mu)
+  std::vector<DCtx> decompress;  // GUARDED_BY(mu)
+
+  CCtx TakeCompress() {
+    {
+      std::lock_guard lock(mu);
+      if (!compress.empty()) {
+        CCtx c = std::move(compress.back());
+        compress.pop_back();
+        return c;
+      }
+    }
+    CCtx c(ZSTD_createCCtx());
+    if (!c) throw std::bad_alloc();
+    return c;
+  }
+  void Return(CCtx c) {
+    std::lock_guard lock(mu);
+    if (compress.size() < kMaxPooled) compress.push_back(std::move(c));
+  }
+  DCtx TakeDecompress() {
+    {
+      std::lock_guard lock(mu);
+      if (!decompress.empty()) {
+        DCtx d = std::move(decompress.back());
+        decompress.pop_back();
+        return d;
+      }
+    }
+    DCtx d(ZSTD_createDCtx());
+    if (!d) throw std::bad_alloc();
+    return d;
+  }
+  void Return(DCtx d) {
+    std::lock_guard lock(mu);
+    if (decompress.size() < kMaxPooled) decompress.push_back(std::move(d));
+  }
+};
+
+bool IsAllZero(std::span<const std::byte> data) {
+  if (data.empty()) return true;
+  // data[0] == 0 and data[i] == data[i + 1] for every i: all zero, checked
+  // by one memcmp at memory speed.
+  return data[0] == std::byte{0} &&
+         std::memcmp(data.data(), data.data() + 1, data.size() - 1) == 0;
+}
+
+ChunkStore::ChunkStore(std::shared_ptr<ObjectStore> objects,
+                       uint32_t chunk_size, int zstd_level)
+    : objects_(std::move(objects)),
+      chunk_size_(chunk_size),
+      zstd_level_(zstd_level),
+      pool_(std::make_unique<ContextPool>()) {}
+
+ChunkStore::~ChunkStore() = default;
+
+std::string ChunkStore::KeyOf(const ChunkHash& hash) {
+  const std::string hex = HashToHex(hash);
+  return "chunks/" + hex.substr(0, 2) + "/" + hex;
+}
+
+Result<ChunkRef> ChunkStore::Put(std::span<const std::byte> data,
+                                 ChunkPutStats* stats) {
+  if (stats != nullptr) *stats = {};
+  if (data.empty() || data.size() > chunk_size_) {
+    return InvalidArgument("chunk of " + std::to_string(data.size()) +
+                           " bytes; chunks hold 1 to " +
+                           std::to_string(chunk_size_) + " bytes");
+  }
+  if (IsAllZero(data)) return ChunkRef{ChunkHash{}, true};
+
+  const ChunkRef ref{Sha256(data), false};
+  const std::string key = KeyOf(ref.hash);
+  // Dedup: an existing object holds these bytes already. (gc must not delete
+  // a chunk a running backup may be about to reference; see docs/FORMAT.md.)
+  ASSIGN_OR_RETURN(const bool exists, objects_->Exists(key));
+  if (exists) return ref;
+
+  const size_t bound = ZSTD_compressBound(data.size());
+  auto frame = std::make_unique_for_overwrite<std::byte[]>(bound);
+  CCtx cctx = pool_->TakeCompress();
+  const size_t n = ZSTD_compressCCtx(cctx.get(), frame.get(), bound,
+                                     data.data(), data.size(), zstd_level_);
+  pool_->Return(std::move(cctx));
+  if (ZSTD_isError(n)) {
+    return Internal("chunk " + HashToHex(ref.hash) +
+                    ": zstd compression failed: " + ZSTD_getErrorName(n));
+  }
+  RETURN_IF_ERROR(objects_->Put(key, std::span(frame.get(), n)));
+  if (stats != nullptr) *stats = {n, true};
+  return ref;
+}
+
+Status ChunkStore::Get(const ChunkRef& ref, std::span<std::byte> out) {
+  if (out.empty() || out.size() > chunk_size_) {
+    return InvalidArgument("chunk read of " + std::to_string(out.size()) +
+                           " bytes; chunks hold 1 to " +
+                           std::to_string(chunk_size_) + " bytes");
+  }
+  if (ref.zero) {
+    std::memset(out.data(), 0, out.size());
+    return Status::Ok();
+  }
+  auto frame = objects_->Get(KeyOf(ref.hash));
+  if (!frame.ok()) {
+    if (frame.status().code() == Code::kNotFound) {
+      return Corrupt(ref.hash, "missing");
+    }
+    return IoError("chunk " + HashToHex(ref.hash) + ": " +
+                   frame.status().ToString());
+  }
+  const unsigned long long content =
+      ZSTD_getFrameContentSize(frame->data(), frame->size());
+  if (content == ZSTD_CONTENTSIZE_ERROR) {
+    return Corrupt(ref.hash, "not a zstd frame");
+  }
+  if (content != ZSTD_CONTENTSIZE_UNKNOWN && content != out.size()) {
+    return Corrupt(ref.hash, "holds " + std::to_string(content) +
+                                 " bytes, expected " +
+                                 std::to_string(out.size()));
+  }
+  DCtx dctx = pool_->TakeDecompress();
+  const size_t n = ZSTD_decompressDCtx(dctx.get(), out.data(), out.size(),
+                                       frame->data(), frame->size());
+  pool_->Return(std::move(dctx));
+  if (ZSTD_isError(n)) {
+    return Corrupt(ref.hash,
+                   std::string("undecodable: ") + ZSTD_getErrorName(n));
+  }
+  if (n != out.size()) {
+    return Corrupt(ref.hash, "holds " + std::to_string(n) +
+                                 " bytes, expected " +
+                                 std::to_string(out.size()));
+  }
+  if (Sha256(out) != ref.hash) return Corrupt(ref.hash, "hash mismatch");
+  return Status::Ok();
+}
+
+}  // namespace ckptfs

@@ -1,0 +1,391 @@
+#include "backend/store/local_object_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <functional>
+#include <random>
+#include <utility>
+
+namespace ckptfs {
+
+namespace {
+
+// Closes a descriptor on scope exit.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+  void reset(int fd) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_;
+};
+
+std::string ParentOf(const std::string& key) {
+  const size_t slash = key.rfind('/');
+  return slash == std::string::npos ? std::string() : key.substr(0, slash);
+}
+
+std::string BaseOf(const std::string& key) {
+  const size_t slash = key.rfind('/');
+  return slash == std::string::npos ? key : key.substr(slash + 1);
+}
+
+// Opens a directory below dir_fd ("" = dir_fd itself).
+int OpenDir(int dir_fd, const std::string& rel) {
+  return ::openat(dir_fd, rel.empty() ? "." : rel.c_str(),
+                  O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+Status WriteAll(int fd, std::span<const std::byte> data,
+                const std::string& path) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return FromErrno(errno, "writing " + path);
+    }
+    data = data.subspan(static_cast<size_t>(n));
+  }
+  return Status::Ok();
+}
+
+std::string Hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+constexpr std::string_view kTempPrefix = ".tmp.";
+
+// Calls fn(rel_path, is_dir) for every entry below `rel` ("" = the root),
+// depth first; descends into a directory only if descend(rel_path) says so.
+// Entries starting with '.' are passed only when `dotfiles`. A directory that
+// disappears while walked (a concurrent Delete) is skipped.
+Status Walk(int root_fd, const std::string& root_path, const std::string& rel,
+            bool dotfiles,
+            const std::function<bool(const std::string&)>& descend,
+            const std::function<Status(const std::string&, int dir_fd,
+                                       const std::string& name)>& on_file) {
+  const int fd = OpenDir(root_fd, rel);
+  if (fd < 0) {
+    if (errno == ENOENT || errno == ENOTDIR) return Status::Ok();
+    return FromErrno(errno, "opening directory " + root_path + "/" + rel);
+  }
+  DIR* dir = ::fdopendir(fd);
+  if (dir == nullptr) {
+    const int err = errno;
+    ::close(fd);
+    return FromErrno(err, "reading directory " + root_path + "/" + rel);
+  }
+  std::vector<std::pair<std::string, bool>> entries;
+  for (;;) {
+    errno = 0;
+    const dirent* entry = ::readdir(dir);
+    if (entry == nullptr) {
+      if (errno != 0) {
+        const int err = errno;
+        ::closedir(dir);
+        return FromErrno(err, "reading directory " + root_path + "/" + rel);
+      }
+      break;
+    }
+    const std::string name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    if (name.front() == '.' && !dotfiles) continue;
+    bool is_dir = entry->d_type == DT_DIR;
+    if (entry->d_type == DT_UNKNOWN) {
+      struct stat st;
+      if (::fstatat(::dirfd(dir), entry->d_name, &st, AT_SYMLINK_NOFOLLOW) !=
+          0) {
+        continue;  // gone meanwhile
+      }
+      is_dir = S_ISDIR(st.st_mode);
+      if (!is_dir && !S_ISREG(st.st_mode)) continue;
+    } else if (!is_dir && entry->d_type != DT_REG) {
+      continue;
+    }
+    entries.emplace_back(name, is_dir);
+  }
+  Status status;
+  for (const auto& [name, is_dir] : entries) {
+    const std::string path = rel.empty() ? name : rel + "/" + name;
+    if (is_dir) {
+      if (descend(path)) {
+        status = Walk(root_fd, root_path, path, dotfiles, descend, on_file);
+      }
+    } else {
+      status = on_file(path, ::dirfd(dir), name);
+    }
+    if (!status.ok()) break;
+  }
+  ::closedir(dir);
+  return status;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<LocalObjectStore>> LocalObjectStore::Open(
+    const std::string& dir, bool create) {
+  if (dir.empty()) return InvalidArgument("store directory is empty");
+  std::error_code ec;
+  std::string path = std::filesystem::absolute(dir, ec).lexically_normal();
+  if (ec)
+    return InvalidArgument("store directory " + dir + ": " + ec.message());
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT) return FromErrno(errno, "store directory " + path);
+    if (!create) {
+      return NotFound("store directory " + path +
+                      " does not exist; create the store first");
+    }
+    // mkdir -p, mode 0700 (backups hold whole disks).
+    std::string partial;
+    for (const auto& part : std::filesystem::path(path)) {
+      partial = (std::filesystem::path(partial) / part).string();
+      if (part == "/") continue;
+      if (::mkdir(partial.c_str(), 0700) == 0) {
+        const std::string up =
+            std::filesystem::path(partial).parent_path().string();
+        Fd up_fd(::open(up.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (up_fd.get() < 0 || ::fsync(up_fd.get()) != 0) {
+          return FromErrno(errno, "syncing directory " + up);
+        }
+      } else if (errno != EEXIST) {
+        return FromErrno(errno, "creating store directory " + partial);
+      }
+    }
+  } else if (!S_ISDIR(st.st_mode)) {
+    return InvalidArgument("store path " + path + " is not a directory");
+  }
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return FromErrno(errno, "opening store directory " + path);
+  std::random_device random;
+  const uint64_t nonce = (uint64_t{random()} << 32) ^ random();
+  return std::unique_ptr<LocalObjectStore>(
+      new LocalObjectStore(std::move(path), fd, nonce));
+}
+
+LocalObjectStore::LocalObjectStore(std::string dir, int dir_fd, uint64_t nonce)
+    : dir_(std::move(dir)), dir_fd_(dir_fd), nonce_(nonce) {}
+
+LocalObjectStore::~LocalObjectStore() { ::close(dir_fd_); }
+
+std::string LocalObjectStore::PathOf(const std::string& key) const {
+  return key.empty() ? dir_ : dir_ + "/" + key;
+}
+
+Status LocalObjectStore::MakeDirectories(const std::string& parent) {
+  size_t pos = 0;
+  while (pos <= parent.size()) {
+    size_t end = parent.find('/', pos);
+    if (end == std::string::npos) end = parent.size();
+    const std::string sub = parent.substr(0, end);
+    if (::mkdirat(dir_fd_, sub.c_str(), 0700) == 0) {
+      // The new entry is durable only once its parent directory is.
+      Fd up(OpenDir(dir_fd_, ParentOf(sub)));
+      if (up.get() < 0 || ::fsync(up.get()) != 0) {
+        return FromErrno(errno, "syncing directory of " + PathOf(sub));
+      }
+    } else if (errno != EEXIST) {
+      return FromErrno(errno, "creating directory " + PathOf(sub));
+    }
+    pos = end + 1;
+  }
+  return Status::Ok();
+}
+
+Status LocalObjectStore::Put(const std::string& key,
+                             std::span<const std::byte> data) {
+  RETURN_IF_ERROR(ValidateObjectKey(key));
+  // A concurrent Delete may remove an empty directory between our mkdir and
+  // the creation of the temporary; try again a few times.
+  Status status;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    bool retry = false;
+    status = PutOnce(key, data, &retry);
+    if (!retry) break;
+  }
+  return status;
+}
+
+Status LocalObjectStore::PutOnce(const std::string& key,
+                                 std::span<const std::byte> data, bool* retry) {
+  const std::string parent = ParentOf(key);
+  const std::string name = BaseOf(key);
+  const std::string path = PathOf(key);
+  Fd dir(OpenDir(dir_fd_, parent));
+  if (dir.get() < 0 && errno == ENOENT && !parent.empty()) {
+    RETURN_IF_ERROR(MakeDirectories(parent).Annotate("putting " + path));
+    dir.reset(OpenDir(dir_fd_, parent));
+    if (dir.get() < 0 && errno == ENOENT) *retry = true;
+  }
+  if (dir.get() < 0) {
+    return FromErrno(errno, "putting " + path + ": opening directory");
+  }
+
+  const std::string temp = std::string(kTempPrefix) + Hex64(nonce_) + "." +
+                           std::to_string(next_temp_.fetch_add(1));
+  const std::string temp_path =
+      PathOf(parent.empty() ? temp : parent + "/" + temp);
+  Fd file(::openat(dir.get(), temp.c_str(),
+                   O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (file.get() < 0) {
+    if (errno == ENOENT) *retry = true;  // directory removed meanwhile
+    return FromErrno(errno, "creating " + temp_path);
+  }
+  auto fail = [&](Status s) {
+    ::unlinkat(dir.get(), temp.c_str(), 0);
+    return s;
+  };
+  if (Status s = WriteAll(file.get(), data, temp_path); !s.ok()) {
+    return fail(std::move(s));
+  }
+  if (::fsync(file.get()) != 0) {
+    return fail(FromErrno(errno, "syncing " + temp_path));
+  }
+  if (::close(file.release()) != 0) {
+    return fail(FromErrno(errno, "closing " + temp_path));
+  }
+  if (::renameat(dir.get(), temp.c_str(), dir.get(), name.c_str()) != 0) {
+    return fail(FromErrno(errno, "renaming " + temp_path + " to " + path));
+  }
+  if (::fsync(dir.get()) != 0) {
+    // Visible but not known durable: report the failure and take the object
+    // back, so the caller's view (failed = absent) holds.
+    const int err = errno;
+    ::unlinkat(dir.get(), name.c_str(), 0);
+    return FromErrno(err, "syncing directory of " + path);
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<std::byte>> LocalObjectStore::Get(const std::string& key) {
+  RETURN_IF_ERROR(ValidateObjectKey(key));
+  const std::string path = PathOf(key);
+  Fd file(::openat(dir_fd_, key.c_str(), O_RDONLY | O_CLOEXEC));
+  if (file.get() < 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      return NotFound(path + ": no such object");
+    }
+    return FromErrno(errno, "opening " + path);
+  }
+  struct stat st;
+  if (::fstat(file.get(), &st) != 0) return FromErrno(errno, "stat " + path);
+  if (!S_ISREG(st.st_mode)) return IoError(path + ": not a regular file");
+  std::vector<std::byte> data(static_cast<size_t>(st.st_size));
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n =
+        ::read(file.get(), data.data() + done, data.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return FromErrno(errno, "reading " + path);
+    }
+    if (n == 0) return IoError(path + ": shorter than its size while read");
+    done += static_cast<size_t>(n);
+  }
+  return data;
+}
+
+Result<bool> LocalObjectStore::Exists(const std::string& key) {
+  RETURN_IF_ERROR(ValidateObjectKey(key));
+  struct stat st;
+  if (::fstatat(dir_fd_, key.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) return false;
+    return FromErrno(errno, "stat " + PathOf(key));
+  }
+  return S_ISREG(st.st_mode);
+}
+
+Result<std::vector<std::string>> LocalObjectStore::List(
+    const std::string& prefix) {
+  RETURN_IF_ERROR(ValidateObjectPrefix(prefix));
+  std::vector<std::string> keys;
+  // Only directories on the way to the prefix or inside it are read.
+  auto descend = [&](const std::string& rel) {
+    const std::string as_dir = rel + "/";
+    return as_dir.starts_with(prefix) || prefix.starts_with(as_dir);
+  };
+  auto on_file = [&](const std::string& rel, int, const std::string&) {
+    if (rel.starts_with(prefix)) keys.push_back(rel);
+    return Status::Ok();
+  };
+  RETURN_IF_ERROR(Walk(dir_fd_, dir_, ParentOf(prefix), /*dotfiles=*/false,
+                       descend, on_file));
+  std::sort(keys.begin(), keys.end());
+  return keys;
+}
+
+Status LocalObjectStore::Delete(const std::string& key) {
+  RETURN_IF_ERROR(ValidateObjectKey(key));
+  const std::string path = PathOf(key);
+  if (::unlinkat(dir_fd_, key.c_str(), 0) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      return NotFound(path + ": no such object");
+    }
+    return FromErrno(errno, "deleting " + path);
+  }
+  std::string parent = ParentOf(key);
+  {
+    Fd dir(OpenDir(dir_fd_, parent));
+    if (dir.get() < 0 || ::fsync(dir.get()) != 0) {
+      return FromErrno(errno, "syncing directory of " + path);
+    }
+  }
+  // Drop directories that became empty (fails harmlessly on the first that
+  // is not). Not synced: an empty directory that survives a crash is harmless.
+  while (!parent.empty() &&
+         ::unlinkat(dir_fd_, parent.c_str(), AT_REMOVEDIR) == 0) {
+    parent = ParentOf(parent);
+  }
+  return Status::Ok();
+}
+
+Result<uint64_t> LocalObjectStore::RemoveStaleTemporaries(
+    std::chrono::seconds min_age) {
+  const time_t cutoff = std::time(nullptr) - min_age.count();
+  uint64_t removed = 0;
+  auto descend = [](const std::string& rel) {
+    return !BaseOf(rel).starts_with('.');
+  };
+  auto on_file = [&](const std::string& rel, int dir_fd,
+                     const std::string& name) {
+    if (!name.starts_with(kTempPrefix)) return Status::Ok();
+    struct stat st;
+    if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) return Status::Ok();
+      return FromErrno(errno, "stat " + PathOf(rel));
+    }
+    if (st.st_mtime >= cutoff) return Status::Ok();
+    if (::unlinkat(dir_fd, name.c_str(), 0) != 0) {
+      if (errno == ENOENT) return Status::Ok();
+      return FromErrno(errno, "removing " + PathOf(rel));
+    }
+    ++removed;
+    return Status::Ok();
+  };
+  RETURN_IF_ERROR(Walk(dir_fd_, dir_, "", /*dotfiles=*/true, descend, on_file));
+  return removed;
+}
+
+}  // namespace ckptfs

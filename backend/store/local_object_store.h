@@ -1,0 +1,68 @@
+// LocalObjectStore: an ObjectStore over a local directory; key "a/b/c" is the
+// file DIR/a/b/c. The embedded default store.
+//
+// Crash safety: Put writes DIR/<parent>/.tmp.<name>.<random>, fsyncs it,
+// renames it over the final name and fsyncs the directory (and, when it had
+// to create directories, their parents), so after a crash an object is either
+// complete or absent. Temporaries start with '.', which no key component may,
+// so List never returns them; one a crash left behind is removed by
+// RemoveStaleTemporaries. Delete removes directories that became empty (a
+// Put racing with that retries).
+//
+// Errors: the errno of a failed system call maps through FromErrno (ENOSPC ->
+// kNoSpace, EIO -> kIoError, EACCES -> kPermission, ...) with the path in the
+// message. A failed Put unlinks its temporary.
+//
+// Thread safety: all methods may be called concurrently from any thread and
+// from several processes. The store holds a descriptor of DIR, so it keeps
+// working on the directory it opened even if DIR is renamed.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "backend/store/object_store.h"
+
+namespace ckptfs {
+
+class LocalObjectStore : public ObjectStore {
+ public:
+  // Opens the directory `dir`; with `create`, makes it (mode 0700, parents
+  // as needed) if it is missing. kNotFound if it is missing otherwise.
+  static Result<std::unique_ptr<LocalObjectStore>> Open(const std::string& dir,
+                                                        bool create);
+  ~LocalObjectStore() override;
+  LocalObjectStore(const LocalObjectStore&) = delete;
+  LocalObjectStore& operator=(const LocalObjectStore&) = delete;
+
+  Status Put(const std::string& key, std::span<const std::byte> data) override;
+  Result<std::vector<std::byte>> Get(const std::string& key) override;
+  Result<bool> Exists(const std::string& key) override;
+  Result<std::vector<std::string>> List(const std::string& prefix) override;
+  Status Delete(const std::string& key) override;
+  std::string location() const override { return dir_; }
+
+  // Removes temporaries older than min_age (left by a crashed writer; a
+  // younger one may belong to a Put in progress). Returns how many it removed.
+  Result<uint64_t> RemoveStaleTemporaries(std::chrono::seconds min_age);
+
+ private:
+  LocalObjectStore(std::string dir, int dir_fd, uint64_t nonce);
+
+  // Makes the directories of `parent` (a key prefix without trailing '/')
+  // below the root, fsyncing the parent of each directory it creates.
+  Status MakeDirectories(const std::string& parent);
+  Status PutOnce(const std::string& key, std::span<const std::byte> data,
+                 bool* retry);
+  std::string PathOf(const std::string& key) const;
+
+  const std::string dir_;
+  const int dir_fd_;
+  const uint64_t nonce_;  // random per instance: temporaries never collide
+  std::atomic<uint64_t> next_temp_{0};
+};
+
+}  // namespace ckptfs

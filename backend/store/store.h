@@ -1,0 +1,167 @@
+// Store: the deduplicating backup store (DESIGN.md section 6; the on-disk
+// layout is docs/FORMAT.md).
+//
+// Objects (through an ObjectStore: a local directory, later RADOS):
+//   config.json                                      the store's StoreConfig
+//   chunks/<2 hex>/<64 hex>                          zstd frame of a chunk
+//   backups/<uuid>/<checkpoint>/<disk>.manifest      every chunk of one disk
+//   backups/<uuid>/<checkpoint>/backup.json          the backup record
+// (<uuid>, <checkpoint> and <disk> pass through EncodeKeyComponent.)
+//
+// Write order, kept by the backup job: chunks, then every manifest, then the
+// backup record (PutBackup checks that each disk's manifest exists), then the
+// catalog row. Each write is durable when it returns. A backup is complete
+// exactly when its backup.json exists and parses: ListBackups and GetBackup
+// see only complete backups; leftovers of a crashed backup (manifests without
+// a record) are invisible and DeleteBackup removes them.
+//
+// Corrupt data is never served: chunks are verified on every read, manifests
+// and records carry checksums or are validated, and each failure is a
+// kIoError naming the object.
+//
+// ListBackups skips a backup.json that cannot be read or parsed: it logs a
+// warning and reports it through `problems` (so one damaged record does not
+// hide every other backup); GetBackup of it fails with kIoError.
+//
+// Thread safety: all methods may be called concurrently from any thread;
+// several processes may share one store. Hashing and compression run in the
+// caller's thread (the backup job runs PutChunk on its worker pool). Sources
+// from OpenImage share the chunk layer with the Store and stay valid after
+// the Store is destroyed.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backend/image_source.h"
+#include "backend/status.h"
+#include "backend/store/chunk_store.h"
+#include "backend/store/object_store.h"
+#include "backend/store/serialize.h"
+#include "backend/store/types.h"
+
+namespace ckptfs {
+
+// config.json. Fixed when the store is created.
+struct StoreConfig {
+  uint32_t format = 1;               // layout version; this code reads 1
+  uint32_t chunk_size = 256 * 1024;  // power of two, 4 KiB .. 16 MiB
+  std::string compression = "zstd";  // the only one
+  int zstd_level = 3;                // ZSTD_minCLevel() .. ZSTD_maxCLevel()
+  bool operator==(const StoreConfig&) const = default;
+};
+
+inline constexpr uint32_t kStoreFormat = 1;
+
+// config.json text of a config (no validation).
+std::string SerializeStoreConfig(const StoreConfig& config);
+// Parses and validates config.json; `location` names the store in messages.
+// Errors are kInvalidArgument ("store DIR has format 7; this ckptfs reads
+// format 1").
+Result<StoreConfig> ParseStoreConfig(std::string_view json,
+                                     const std::string& location);
+
+// "<domain_uuid>/<checkpoint>": BackupRecord::id and Manifest::backup_id.
+std::string BackupId(const std::string& domain_uuid,
+                     const std::string& checkpoint);
+
+class Store {
+ public:
+  // Opens the store in directory `dir`. With `create`, a missing directory
+  // or config.json is created with config_if_new; an existing config always
+  // wins. kNotFound if there is no store and !create; kInvalidArgument for
+  // an unknown format or invalid config.
+  static Result<std::unique_ptr<Store>> OpenLocal(
+      const std::string& dir, bool create, StoreConfig config_if_new = {});
+  // The same over any ObjectStore.
+  static Result<std::unique_ptr<Store>> Open(
+      std::unique_ptr<ObjectStore> objects, bool create,
+      StoreConfig config_if_new = {});
+
+  const StoreConfig& config() const { return config_; }
+  uint32_t chunk_size() const { return config_.chunk_size; }
+  ObjectStore& objects() { return *objects_; }
+
+  // Object keys (see the layout above).
+  static std::string ChunkKey(const ChunkHash& hash);
+  static std::string BackupPrefix(const std::string& domain_uuid,
+                                  const std::string& checkpoint);  // ends '/'
+  static std::string RecordKey(const std::string& domain_uuid,
+                               const std::string& checkpoint);
+  static std::string ManifestKey(const std::string& domain_uuid,
+                                 const std::string& checkpoint,
+                                 const std::string& disk);
+
+  // ---- chunks
+  using PutStats = ChunkPutStats;
+  // Stores one chunk (see ChunkStore::Put). The hash is computed first; the
+  // compression and the write are skipped if the chunk exists. Zero chunks
+  // return {hash = {}, zero = true} and store nothing.
+  // REQUIRES (else kInvalidArgument): 0 < data.size() <= chunk_size().
+  Result<ChunkRef> PutChunk(std::span<const std::byte> data,
+                            PutStats* stats = nullptr);
+  // Reads and verifies a chunk into out (out.size() = its plain length).
+  // Missing, undecodable or mismatching data: kIoError
+  // "chunk <hex>: hash mismatch (store corrupt)".
+  Status GetChunk(const ChunkRef& ref, std::span<std::byte> out);
+
+  // ---- manifests and backup records (durable on return)
+  // REQUIRES (else kInvalidArgument): backup.id ==
+  // BackupId(backup.domain_uuid, backup.checkpoint), manifest.backup_id ==
+  // backup.id, manifest.chunk_size == chunk_size(), ChunkCount(size)
+  // entries, a non-empty disk name; each name's key component (after
+  // EncodeKeyComponent, plus ".manifest") at most 255 bytes.
+  Status PutManifest(const BackupRecord& backup, const Manifest& manifest);
+  // kNotFound if the disk is neither stored nor listed in backup.disks;
+  // kIoError "manifest <key>: ..." if it is listed but missing, corrupt,
+  // truncated, or belongs to another backup or disk.
+  Result<Manifest> GetManifest(const BackupRecord& backup,
+                               const std::string& disk);
+  // Writes backup.json: the backup is complete. REQUIRES (else
+  // kInvalidArgument): a valid record (id, mode full|incremental, at least
+  // one disk, unique disk names) whose every disk's manifest is stored.
+  Status PutBackup(const BackupRecord& record);
+  // kNotFound if there is no complete backup of that checkpoint; kIoError if
+  // its record is corrupt.
+  Result<BackupRecord> GetBackup(const std::string& domain_uuid,
+                                 const std::string& checkpoint);
+  // Complete backups sorted by (domain_uuid, created, checkpoint). Records
+  // that cannot be read or parsed are skipped, logged, and described in
+  // *problems if given.
+  Result<std::vector<BackupRecord>> ListBackups(
+      std::vector<std::string>* problems = nullptr);
+  // Deletes the record first (so the backup is never served half-deleted),
+  // then every manifest under its prefix, also of disks the record does not
+  // list (leftovers of a crashed attempt). Only domain_uuid and checkpoint
+  // are used, so it also cleans up an incomplete backup. Chunks stay for gc.
+  // kNotFound if there was nothing to delete.
+  Status DeleteBackup(const BackupRecord& record);
+
+  // One disk of a backup as a StoreSource (see store_source.h): size from
+  // the manifest, verified chunk reads, zero chunks as holes, max_request
+  // 32 MiB, preferred_block_size = chunk_size().
+  Result<std::shared_ptr<ImageSource>> OpenImage(const BackupRecord& backup,
+                                                 const std::string& disk);
+
+  // Every chunk hash (zero chunks excluded) referenced by any manifest in
+  // the store, complete backups or not, sorted and unique. Fails (kIoError)
+  // if any manifest cannot be read: gc must not run on a partial answer.
+  Result<std::vector<ChunkHash>> ReferencedChunks();
+
+  // Reads every manifest of the backup and re-hashes every chunk it names
+  // (each distinct chunk once). Returns one line per problem; empty means
+  // healthy.
+  Result<std::vector<std::string>> VerifyBackup(const BackupRecord& backup);
+
+ private:
+  Store(std::shared_ptr<ObjectStore> objects, StoreConfig config);
+
+  const std::shared_ptr<ObjectStore> objects_;
+  const StoreConfig config_;
+  const std::shared_ptr<ChunkStore> chunks_;
+};
+
+}  // namespace ckptfs

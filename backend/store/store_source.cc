@@ -1,0 +1,117 @@
+#include "backend/store/store_source.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+namespace ckptfs {
+
+StoreSource::StoreSource(std::shared_ptr<ChunkStore> chunks, Manifest manifest)
+    : chunks_(std::move(chunks)), manifest_(std::move(manifest)) {}
+
+Status StoreSource::CheckRange(uint64_t offset, uint64_t length,
+                               const char* what) const {
+  if (offset > manifest_.size || length > manifest_.size - offset) {
+    return InvalidArgument("stored image " + manifest_.backup_id + "/" +
+                           manifest_.disk + ": " + what + " of " +
+                           std::to_string(length) + " bytes at " +
+                           std::to_string(offset) + " is beyond its size " +
+                           std::to_string(manifest_.size));
+  }
+  return Status::Ok();
+}
+
+Status StoreSource::pread(std::span<std::byte> buf, uint64_t offset) {
+  const std::span<std::byte> one[] = {buf};
+  return preadv(one, offset);
+}
+
+Status StoreSource::preadv(std::span<const std::span<std::byte>> bufs,
+                           uint64_t offset) {
+  uint64_t total = 0;
+  for (const auto& b : bufs) total += b.size();
+  RETURN_IF_ERROR(CheckRange(offset, total, "read"));
+
+  // Cursor over the destination buffers.
+  size_t b = 0;
+  size_t in_buf = 0;
+  auto skip_empty = [&] {
+    while (b < bufs.size() && in_buf == bufs[b].size()) {
+      ++b;
+      in_buf = 0;
+    }
+  };
+  // Copies n bytes from src (zeros if null) to the cursor, across buffers.
+  auto emit = [&](const std::byte* src, size_t n) {
+    while (n > 0) {
+      skip_empty();
+      const size_t step = std::min(n, bufs[b].size() - in_buf);
+      std::byte* dst = bufs[b].data() + in_buf;
+      if (src != nullptr) {
+        std::memcpy(dst, src, step);
+        src += step;
+      } else {
+        std::memset(dst, 0, step);
+      }
+      in_buf += step;
+      n -= step;
+    }
+  };
+
+  const uint64_t chunk_size = manifest_.chunk_size;
+  std::vector<std::byte> scratch;
+  uint64_t pos = offset;
+  const uint64_t end = offset + total;
+  while (pos < end) {
+    const uint64_t index = pos / chunk_size;
+    const uint64_t chunk_start = index * chunk_size;
+    const size_t chunk_len =
+        static_cast<size_t>(std::min(chunk_size, manifest_.size - chunk_start));
+    const size_t skip = static_cast<size_t>(pos - chunk_start);
+    const size_t n =
+        static_cast<size_t>(std::min<uint64_t>(chunk_len - skip, end - pos));
+    const ChunkRef& ref = manifest_.chunks[index];
+    skip_empty();
+    Status status;
+    if (ref.zero) {
+      emit(nullptr, n);
+    } else if (skip == 0 && n == chunk_len &&
+               bufs[b].size() - in_buf >= chunk_len) {
+      status = chunks_->Get(ref, bufs[b].subspan(in_buf, chunk_len));
+      in_buf += chunk_len;
+    } else {
+      if (scratch.empty()) scratch.resize(chunk_size);
+      status = chunks_->Get(ref, std::span(scratch).first(chunk_len));
+      if (status.ok()) emit(scratch.data() + skip, n);
+    }
+    if (!status.ok()) {
+      return status.Annotate("stored image " + manifest_.backup_id + "/" +
+                             manifest_.disk + " at offset " +
+                             std::to_string(chunk_start));
+    }
+    pos += n;
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<Extent>> StoreSource::extents(uint64_t offset,
+                                                 uint64_t length) {
+  RETURN_IF_ERROR(CheckRange(offset, length, "extents"));
+  std::vector<Extent> out;
+  const uint64_t chunk_size = manifest_.chunk_size;
+  const uint64_t end = offset + length;
+  for (uint64_t pos = offset; pos < end;) {
+    const uint64_t index = pos / chunk_size;
+    const uint64_t next = std::min((index + 1) * chunk_size, end);
+    const bool zero = manifest_.chunks[index].zero;
+    if (!out.empty() && out.back().hole == zero) {
+      out.back().length += next - pos;
+    } else {
+      out.push_back({pos, next - pos, zero, zero});
+    }
+    pos = next;
+  }
+  return out;
+}
+
+}  // namespace ckptfs

@@ -1,0 +1,725 @@
+#include "mountd/catalog.h"
+
+#include <spdlog/spdlog.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <set>
+#include <string_view>
+#include <utility>
+
+namespace ckptfs {
+namespace {
+
+// Schema migrations: kMigrations[v] takes user_version v to v + 1. Append
+// only; never edit a step that has shipped.
+//
+// v1:
+//  domains     one row per domain uuid with catalogued backups; name is the
+//              one its newest backup recorded.
+//  checkpoints one row per backed-up checkpoint: creation time and XML.
+//  backups     one row per complete backup; at most one per checkpoint.
+//  manifests   one row per (backup, disk): the store's per-disk manifest,
+//              with the BackupDisk fields; idx keeps the record's order.
+//  jobs        control-request records: JobToJson text plus the columns
+//              queries need, times in exact milliseconds.
+constexpr const char* kMigrations[] = {
+    R"sql(
+CREATE TABLE domains (
+  uuid TEXT PRIMARY KEY NOT NULL,
+  name TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE checkpoints (
+  domain_uuid TEXT NOT NULL REFERENCES domains(uuid),
+  name TEXT NOT NULL,
+  created INTEGER NOT NULL,
+  xml TEXT NOT NULL,
+  PRIMARY KEY (domain_uuid, name)
+) WITHOUT ROWID;
+CREATE TABLE backups (
+  id TEXT PRIMARY KEY NOT NULL,
+  domain_uuid TEXT NOT NULL,
+  checkpoint TEXT NOT NULL,
+  domain_name TEXT NOT NULL,
+  base TEXT NOT NULL,
+  mode TEXT NOT NULL CHECK (mode IN ('full', 'incremental')),
+  completed INTEGER NOT NULL,
+  UNIQUE (domain_uuid, checkpoint),
+  FOREIGN KEY (domain_uuid, checkpoint)
+    REFERENCES checkpoints(domain_uuid, name)
+) WITHOUT ROWID;
+CREATE TABLE manifests (
+  backup_id TEXT NOT NULL REFERENCES backups(id) ON DELETE CASCADE,
+  idx INTEGER NOT NULL,
+  disk TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  allocated INTEGER NOT NULL,
+  source TEXT NOT NULL,
+  bytes_read INTEGER NOT NULL,
+  changes TEXT NOT NULL,  -- JSON [[offset, length], ...]: <disk>.changes
+  PRIMARY KEY (backup_id, idx),
+  UNIQUE (backup_id, disk)
+) WITHOUT ROWID;
+CREATE TABLE jobs (
+  id TEXT PRIMARY KEY NOT NULL,
+  kind TEXT NOT NULL,
+  domain TEXT NOT NULL,
+  state TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  started_ms INTEGER NOT NULL,
+  ended_ms INTEGER NOT NULL,
+  json TEXT NOT NULL
+);
+CREATE INDEX jobs_by_created ON jobs(created_ms);
+)sql",
+};
+static_assert(std::size(kMigrations) == Catalog::kSchemaVersion);
+
+std::string ReindexHint(const std::string& path) {
+  return "catalog " + path +
+         " is not a valid SQLite database or is corrupt; run 'ckptfs "
+         "reindex' to rebuild it from the store";
+}
+
+// The one place SQLite result codes become Status values.
+Status SqlError(sqlite3* db, int rc, const std::string& path,
+                std::string_view what) {
+  std::string detail = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  std::string where = "catalog " + path + ": " + std::string(what) + ": ";
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return Busy(where + detail + " (another process held the catalog for " +
+                  std::to_string(Catalog::kBusyTimeoutMs / 1000) +
+                  " s); retry later");
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return IoError(ReindexHint(path) + " (" + detail + ")");
+    case SQLITE_FULL:
+      return Status(Code::kNoSpace, where + detail + "; free disk space");
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+      return Status(Code::kPermission,
+                    where + detail + "; check the file's permissions");
+    case SQLITE_CANTOPEN:
+      return IoError(where + detail +
+                     "; check that its directory exists and is writable");
+    case SQLITE_CONSTRAINT:
+      if (rc == SQLITE_CONSTRAINT_UNIQUE ||
+          rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        return AlreadyExists(where + detail);
+      }
+      return Internal(where + detail);
+    default:
+      return IoError(where + detail);
+  }
+}
+
+// A prepared statement; finalized on destruction.
+class Stmt {
+ public:
+  static Result<Stmt> Prepare(sqlite3* db, const std::string& path,
+                              std::string_view sql) {
+    sqlite3_stmt* s = nullptr;
+    int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()),
+                                &s, nullptr);
+    if (rc != SQLITE_OK) return SqlError(db, rc, path, "prepare");
+    return Stmt(db, &path, s);
+  }
+  Stmt(Stmt&& o) noexcept
+      : db_(o.db_), path_(o.path_), s_(std::exchange(o.s_, nullptr)) {}
+  Stmt& operator=(Stmt&&) = delete;
+  ~Stmt() { sqlite3_finalize(s_); }
+
+  // Binds parameter i (1-based). Text is copied by SQLite.
+  Stmt& Bind(int i, const std::string& v) {
+    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()),
+                      SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(s_, i, v);
+    return *this;
+  }
+  // Unsigned values round-trip through int64 bit-exactly.
+  Stmt& BindU(int i, uint64_t v) { return Bind(i, static_cast<int64_t>(v)); }
+
+  // true: a row is ready; false: done.
+  Result<bool> Step() {
+    int rc = sqlite3_step(s_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return SqlError(db_, rc, *path_, "query");
+  }
+  Status Run() {
+    ASSIGN_OR_RETURN(bool row, Step());
+    (void)row;
+    return Status::Ok();
+  }
+  // Makes the statement ready to run again with new bindings.
+  void Reset() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+
+  std::string Text(int col) const {
+    const auto* p = sqlite3_column_text(s_, col);
+    int n = sqlite3_column_bytes(s_, col);
+    return p ? std::string(reinterpret_cast<const char*>(p), n) : "";
+  }
+  int64_t Int(int col) const { return sqlite3_column_int64(s_, col); }
+  uint64_t UInt(int col) const { return static_cast<uint64_t>(Int(col)); }
+  bool IsNull(int col) const {
+    return sqlite3_column_type(s_, col) == SQLITE_NULL;
+  }
+
+ private:
+  Stmt(sqlite3* db, const std::string* path, sqlite3_stmt* s)
+      : db_(db), path_(path), s_(s) {}
+  sqlite3* db_;
+  const std::string* path_;
+  sqlite3_stmt* s_;
+};
+
+Status Exec(sqlite3* db, const std::string& path, const char* sql,
+            std::string_view what) {
+  int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return SqlError(db, rc, path, what);
+  return Status::Ok();
+}
+
+// A write transaction. BEGIN IMMEDIATE takes the write lock up front, so a
+// second connection waits in the busy handler instead of failing on a
+// read-to-write upgrade. Rolls back unless committed. With `durable`, the
+// commit is fsynced (synchronous=FULL) before Commit returns.
+class WriteTxn {
+ public:
+  WriteTxn(sqlite3* db, const std::string& path) : db_(db), path_(path) {}
+  ~WriteTxn() {
+    if (open_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    if (durable_) {
+      sqlite3_exec(db_, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr);
+    }
+  }
+  WriteTxn(const WriteTxn&) = delete;
+  WriteTxn& operator=(const WriteTxn&) = delete;
+
+  Status Begin(bool durable) {
+    if (durable) {
+      RETURN_IF_ERROR(Exec(db_, path_, "PRAGMA synchronous=FULL", "pragma"));
+      durable_ = true;
+    }
+    RETURN_IF_ERROR(Exec(db_, path_, "BEGIN IMMEDIATE", "begin"));
+    open_ = true;
+    return Status::Ok();
+  }
+  Status Commit() {
+    RETURN_IF_ERROR(Exec(db_, path_, "COMMIT", "commit"));
+    open_ = false;
+    return Status::Ok();
+  }
+
+ private:
+  sqlite3* db_;
+  const std::string& path_;
+  bool open_ = false;
+  bool durable_ = false;
+};
+
+Status Validate(const BackupRecord& r) {
+  auto bad = [&](const std::string& why) {
+    return InvalidArgument("backup '" + r.id + "': " + why);
+  };
+  if (r.id.empty()) return InvalidArgument("backup record without an id");
+  if (r.domain_uuid.empty()) return bad("no domain uuid");
+  if (r.checkpoint.empty()) return bad("no checkpoint");
+  if (r.mode != "full" && r.mode != "incremental") {
+    return bad("mode '" + r.mode + "' is neither full nor incremental");
+  }
+  std::set<std::string> names;
+  for (const auto& d : r.disks) {
+    if (d.name.empty()) return bad("a disk without a name");
+    if (!names.insert(d.name).second) return bad("disk " + d.name + " twice");
+  }
+  return Status::Ok();
+}
+
+// Columns shared by every backup query; manifests are LEFT JOINed so a row
+// per disk comes back, grouped by backup in ListBackups order.
+constexpr std::string_view kSelectBackups = R"sql(
+SELECT b.id, b.domain_name, b.domain_uuid, b.checkpoint, b.base, b.mode,
+       c.created, b.completed, c.xml,
+       m.disk, m.size, m.allocated, m.source, m.bytes_read, m.changes
+FROM backups b
+JOIN checkpoints c ON c.domain_uuid = b.domain_uuid AND c.name = b.checkpoint
+LEFT JOIN manifests m ON m.backup_id = b.id
+)sql";
+constexpr std::string_view kOrderBackups = " ORDER BY c.created, b.id, m.idx";
+
+std::string JsonStr(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+uint64_t JsonU64(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number()) return 0;
+  if (it->is_number_unsigned()) return it->get<uint64_t>();
+  if (it->is_number_integer()) {
+    int64_t v = it->get<int64_t>();
+    return v > 0 ? static_cast<uint64_t>(v) : 0;
+  }
+  return 0;
+}
+
+// "2026-11-23T08:15:00Z" -> ms since the epoch; 0 if absent or malformed.
+int64_t ParseIsoMs(const std::string& s) {
+  int y, mo, d, h, mi, sec;
+  char z;
+  if (std::sscanf(s.c_str(), "%d-%d-%dT%d:%d:%d%c", &y, &mo, &d, &h, &mi, &sec,
+                  &z) != 7 ||
+      z != 'Z') {
+    return 0;
+  }
+  using namespace std::chrono;
+  year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)},
+                     day{static_cast<unsigned>(d)}};
+  if (!ymd.ok() || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 ||
+      sec > 60) {
+    return 0;
+  }
+  auto tp = sys_days{ymd} + hours{h} + minutes{mi} + seconds{sec};
+  return duration_cast<milliseconds>(tp.time_since_epoch()).count();
+}
+
+}  // namespace
+
+Job JobFromJson(const nlohmann::json& j) {
+  Job job;
+  if (!j.is_object()) return job;
+  job.id = JsonStr(j, "id");
+  job.kind = JsonStr(j, "kind");
+  job.request = JsonStr(j, "request");
+  job.domain = JsonStr(j, "domain");
+  job.checkpoint = JsonStr(j, "checkpoint");
+  job.mode = JsonStr(j, "mode");
+  job.base = JsonStr(j, "base");
+  if (auto state = JsonStr(j, "state"); !state.empty()) job.state = state;
+  job.error = JsonStr(j, "error");
+  job.code = JsonStr(j, "code");
+  if (auto it = j.find("progress"); it != j.end() && it->is_object()) {
+    job.done = JsonU64(*it, "done");
+    job.total = JsonU64(*it, "total");
+  }
+  job.created_ms = ParseIsoMs(JsonStr(j, "created"));
+  job.started_ms = ParseIsoMs(JsonStr(j, "started"));
+  job.ended_ms = ParseIsoMs(JsonStr(j, "ended"));
+  return job;
+}
+
+Catalog::Catalog(std::string path, sqlite3* db)
+    : path_(std::move(path)), db_(db) {}
+
+Catalog::~Catalog() { sqlite3_close_v2(db_); }
+
+Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  // NOMUTEX: the Catalog's own mutex serialises use of the connection.
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                               SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    Status st = SqlError(db, rc, path, "open");
+    sqlite3_close_v2(db);
+    return st;
+  }
+  std::unique_ptr<Catalog> cat(new Catalog(path, db));
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+
+  // The first read of the header: fails with NOTADB on a foreign file.
+  int version = 0;
+  {
+    ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, path, "PRAGMA user_version"));
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (row) version = static_cast<int>(s.Int(0));
+  }
+  if (version > kSchemaVersion) {
+    return Status(Code::kUnsupported,
+                  "catalog " + path + " has schema version " +
+                      std::to_string(version) + ", newer than this ckptfs (" +
+                      std::to_string(kSchemaVersion) +
+                      "); upgrade ckptfs, or move the file away and run "
+                      "'ckptfs reindex' to rebuild it");
+  }
+  if (version > 0) {
+    // Cheap at catalog sizes (thousands of rows); turns silent corruption
+    // into one clear error at start-up instead of odd failures later.
+    ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, path, "PRAGMA quick_check"));
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row || s.Text(0) != "ok") {
+      return IoError(ReindexHint(path) + " (" +
+                     (row ? s.Text(0) : "no result") + ")");
+    }
+  }
+
+  // WAL: readers never block the writer, and a crash never corrupts the
+  // file. synchronous=NORMAL: a commit may be lost on power loss but never
+  // half-applied; RemoveBackup/ReplaceBackups raise it to FULL for their
+  // commit (see catalog.h).
+  {
+    ASSIGN_OR_RETURN(Stmt s,
+                     Stmt::Prepare(db, path, "PRAGMA journal_mode=WAL"));
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row || s.Text(0) != "wal") {
+      spdlog::warn(
+          "catalog {}: WAL journal not available (mode {}); writers "
+          "will block readers",
+          path, row ? s.Text(0) : "unknown");
+    }
+  }
+  RETURN_IF_ERROR(Exec(db, path, "PRAGMA synchronous=NORMAL", "pragma"));
+  RETURN_IF_ERROR(Exec(db, path, "PRAGMA foreign_keys=ON", "pragma"));
+
+  if (version < kSchemaVersion) {
+    WriteTxn txn(db, path);
+    RETURN_IF_ERROR(txn.Begin(/*durable=*/true));
+    // Another process may have migrated while we waited for the lock.
+    {
+      ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, path, "PRAGMA user_version"));
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      version = row ? static_cast<int>(s.Int(0)) : 0;
+    }
+    if (version > kSchemaVersion) {
+      return Status(Code::kUnsupported,
+                    "catalog " + path + " was upgraded to schema version " +
+                        std::to_string(version) +
+                        " by a newer ckptfs; upgrade ckptfs");
+    }
+    for (int v = version; v < kSchemaVersion; ++v) {
+      RETURN_IF_ERROR(Exec(db, path, kMigrations[v], "schema migration"));
+    }
+    std::string set_version =
+        "PRAGMA user_version=" + std::to_string(kSchemaVersion);
+    RETURN_IF_ERROR(Exec(db, path, set_version.c_str(), "schema migration"));
+    RETURN_IF_ERROR(txn.Commit());
+  }
+  return cat;
+}
+
+Status Catalog::InsertBackupLocked(const BackupRecord& r) {
+  RETURN_IF_ERROR(Validate(r));
+  {
+    ASSIGN_OR_RETURN(Stmt s,
+                     Stmt::Prepare(db_, path_,
+                                   "SELECT id FROM backups WHERE id = ?1 OR "
+                                   "(domain_uuid = ?2 AND checkpoint = ?3)"));
+    s.Bind(1, r.id).Bind(2, r.domain_uuid).Bind(3, r.checkpoint);
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (row) {
+      std::string other = s.Text(0);
+      if (other == r.id) {
+        return AlreadyExists("backup " + r.id + " is already catalogued");
+      }
+      return AlreadyExists("checkpoint " + r.checkpoint + " of domain " +
+                           r.domain_uuid + " already has backup " + other);
+    }
+  }
+  {
+    // The name is set from the newest backup by RefreshDomainLocked.
+    ASSIGN_OR_RETURN(Stmt s,
+                     Stmt::Prepare(db_, path_,
+                                   "INSERT INTO domains(uuid, name) "
+                                   "VALUES(?1, ?2) ON CONFLICT DO NOTHING"));
+    RETURN_IF_ERROR(s.Bind(1, r.domain_uuid).Bind(2, r.domain).Run());
+  }
+  {
+    ASSIGN_OR_RETURN(Stmt s,
+                     Stmt::Prepare(db_, path_,
+                                   "INSERT INTO checkpoints(domain_uuid, name, "
+                                   "created, xml) VALUES(?1, ?2, ?3, ?4)"));
+    s.Bind(1, r.domain_uuid).Bind(2, r.checkpoint).Bind(3, r.created);
+    RETURN_IF_ERROR(s.Bind(4, r.checkpoint_xml).Run());
+  }
+  {
+    ASSIGN_OR_RETURN(
+        Stmt s,
+        Stmt::Prepare(db_, path_,
+                      "INSERT INTO backups(id, domain_uuid, checkpoint, "
+                      "domain_name, base, mode, completed) "
+                      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+    s.Bind(1, r.id).Bind(2, r.domain_uuid).Bind(3, r.checkpoint);
+    s.Bind(4, r.domain).Bind(5, r.base).Bind(6, r.mode).Bind(7, r.completed);
+    RETURN_IF_ERROR(s.Run());
+  }
+  {
+    ASSIGN_OR_RETURN(
+        Stmt s,
+        Stmt::Prepare(db_, path_,
+                      "INSERT INTO manifests(backup_id, idx, disk, size, "
+                      "allocated, source, bytes_read, changes) "
+                      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
+    for (size_t i = 0; i < r.disks.size(); ++i) {
+      const BackupDisk& d = r.disks[i];
+      s.Bind(1, r.id).Bind(2, static_cast<int64_t>(i)).Bind(3, d.name);
+      s.BindU(4, d.size).BindU(5, d.allocated).Bind(6, d.source);
+      s.BindU(7, d.bytes_read);
+      RETURN_IF_ERROR(s.Bind(8, nlohmann::json(d.changes).dump()).Run());
+      s.Reset();
+    }
+  }
+  return Status::Ok();
+}
+
+Status Catalog::RefreshDomainLocked(const std::string& domain_uuid) {
+  {
+    ASSIGN_OR_RETURN(
+        Stmt s, Stmt::Prepare(db_, path_,
+                              "DELETE FROM domains WHERE uuid = ?1 AND NOT "
+                              "EXISTS (SELECT 1 FROM checkpoints WHERE "
+                              "domain_uuid = ?1)"));
+    RETURN_IF_ERROR(s.Bind(1, domain_uuid).Run());
+  }
+  ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db_, path_, R"sql(
+UPDATE domains SET name = (
+  SELECT b.domain_name FROM backups b
+  JOIN checkpoints c ON c.domain_uuid = b.domain_uuid AND c.name = b.checkpoint
+  WHERE b.domain_uuid = ?1 ORDER BY c.created DESC, b.id DESC LIMIT 1)
+WHERE uuid = ?1 AND EXISTS (SELECT 1 FROM backups WHERE domain_uuid = ?1)
+)sql"));
+  return s.Bind(1, domain_uuid).Run();
+}
+
+Status Catalog::AddBackup(const BackupRecord& record) {
+  std::lock_guard lock(mu_);
+  WriteTxn txn(db_, path_);
+  RETURN_IF_ERROR(txn.Begin(/*durable=*/false));
+  RETURN_IF_ERROR(InsertBackupLocked(record));
+  RETURN_IF_ERROR(RefreshDomainLocked(record.domain_uuid));
+  return txn.Commit();
+}
+
+Status Catalog::RemoveBackup(const std::string& id) {
+  std::lock_guard lock(mu_);
+  WriteTxn txn(db_, path_);
+  RETURN_IF_ERROR(txn.Begin(/*durable=*/true));
+  std::string uuid, checkpoint;
+  {
+    ASSIGN_OR_RETURN(Stmt s,
+                     Stmt::Prepare(db_, path_,
+                                   "DELETE FROM backups WHERE id = ?1 "
+                                   "RETURNING domain_uuid, checkpoint"));
+    s.Bind(1, id);
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return NotFound("backup " + id + " is not in the catalog");
+    uuid = s.Text(0);
+    checkpoint = s.Text(1);
+    ASSIGN_OR_RETURN(bool more, s.Step());
+    (void)more;
+  }
+  {
+    ASSIGN_OR_RETURN(
+        Stmt s, Stmt::Prepare(db_, path_,
+                              "DELETE FROM checkpoints WHERE domain_uuid = ?1 "
+                              "AND name = ?2 AND NOT EXISTS (SELECT 1 FROM "
+                              "backups WHERE domain_uuid = ?1 AND "
+                              "checkpoint = ?2)"));
+    RETURN_IF_ERROR(s.Bind(1, uuid).Bind(2, checkpoint).Run());
+  }
+  RETURN_IF_ERROR(RefreshDomainLocked(uuid));
+  return txn.Commit();
+}
+
+Result<std::vector<BackupRecord>> Catalog::QueryBackupsLocked(
+    const std::string& where, const std::vector<std::string>& args) {
+  std::string sql(kSelectBackups);
+  sql += where;
+  sql += kOrderBackups;
+  ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db_, path_, sql));
+  for (size_t i = 0; i < args.size(); ++i) {
+    s.Bind(static_cast<int>(i + 1), args[i]);
+  }
+  std::vector<BackupRecord> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    std::string id = s.Text(0);
+    if (out.empty() || out.back().id != id) {
+      BackupRecord r;
+      r.id = std::move(id);
+      r.domain = s.Text(1);
+      r.domain_uuid = s.Text(2);
+      r.checkpoint = s.Text(3);
+      r.base = s.Text(4);
+      r.mode = s.Text(5);
+      r.created = s.Int(6);
+      r.completed = s.Int(7);
+      r.checkpoint_xml = s.Text(8);
+      out.push_back(std::move(r));
+    }
+    if (s.IsNull(9)) continue;  // a backup without disks
+    BackupDisk d;
+    d.name = s.Text(9);
+    d.size = s.UInt(10);
+    d.allocated = s.UInt(11);
+    d.source = s.Text(12);
+    d.bytes_read = s.UInt(13);
+    try {
+      d.changes = nlohmann::json::parse(s.Text(14))
+                      .get<std::vector<std::pair<uint64_t, uint64_t>>>();
+    } catch (const std::exception&) {
+      // The store's record holds the authoritative list; the index only
+      // mirrors it. A damaged value reads as no changes.
+      d.changes.clear();
+    }
+    out.back().disks.push_back(std::move(d));
+  }
+  return out;
+}
+
+Result<std::optional<BackupRecord>> Catalog::GetBackup(const std::string& id) {
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(auto rows, QueryBackupsLocked("WHERE b.id = ?1", {id}));
+  if (rows.empty()) return std::optional<BackupRecord>();
+  return std::optional<BackupRecord>(std::move(rows.front()));
+}
+
+Result<std::vector<BackupRecord>> Catalog::ListBackups(
+    const std::string& domain_uuid) {
+  std::lock_guard lock(mu_);
+  if (domain_uuid.empty()) return QueryBackupsLocked("", {});
+  return QueryBackupsLocked("WHERE b.domain_uuid = ?1", {domain_uuid});
+}
+
+Result<std::optional<BackupRecord>> Catalog::LatestBackup(
+    const std::string& domain_uuid, const std::vector<std::string>& disks) {
+  std::set<std::string> wanted(disks.begin(), disks.end());
+  std::vector<std::string> args = {domain_uuid};
+  std::string in;
+  for (const auto& d : wanted) {
+    args.push_back(d);
+    in += (in.empty() ? "?" : ", ?") + std::to_string(args.size());
+  }
+  // One statement, so the choice and the record come from one snapshot.
+  std::string where = R"sql(
+WHERE b.id = (
+  SELECT b2.id FROM backups b2
+  JOIN checkpoints c2
+    ON c2.domain_uuid = b2.domain_uuid AND c2.name = b2.checkpoint
+  WHERE b2.domain_uuid = ?1)sql";
+  if (!wanted.empty()) {
+    where +=
+        " AND (SELECT count(*) FROM manifests m2 WHERE m2.backup_id = "
+        "b2.id AND m2.disk IN (" +
+        in + ")) = " + std::to_string(wanted.size());
+  }
+  where += " ORDER BY c2.created DESC, b2.id DESC LIMIT 1)";
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(auto rows, QueryBackupsLocked(where, args));
+  if (rows.empty()) return std::optional<BackupRecord>();
+  return std::optional<BackupRecord>(std::move(rows.front()));
+}
+
+Result<std::vector<Catalog::DomainRow>> Catalog::ListDomains() {
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db_, path_,
+                                         "SELECT uuid, name FROM domains "
+                                         "ORDER BY uuid"));
+  std::vector<DomainRow> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.push_back({s.Text(0), s.Text(1)});
+  }
+  return out;
+}
+
+Status Catalog::PutJob(const Job& job) {
+  if (job.id.empty()) return InvalidArgument("job record without an id");
+  std::string json = JobToJson(job).dump();
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db_, path_, R"sql(
+INSERT INTO jobs(id, kind, domain, state, created_ms, started_ms, ended_ms,
+                 json)
+VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, domain = excluded.domain,
+  state = excluded.state, created_ms = excluded.created_ms,
+  started_ms = excluded.started_ms, ended_ms = excluded.ended_ms,
+  json = excluded.json
+)sql"));
+  s.Bind(1, job.id).Bind(2, job.kind).Bind(3, job.domain).Bind(4, job.state);
+  s.Bind(5, job.created_ms).Bind(6, job.started_ms).Bind(7, job.ended_ms);
+  // A single statement in autocommit mode: its own write transaction.
+  return s.Bind(8, json).Run();
+}
+
+Result<std::vector<Job>> Catalog::ListJobs(size_t limit) {
+  const auto lim = static_cast<int64_t>(
+      std::min<uint64_t>(limit, std::numeric_limits<int64_t>::max()));
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db_, path_, R"sql(
+SELECT id, kind, domain, state, created_ms, started_ms, ended_ms, json
+FROM (SELECT rowid AS seq, * FROM jobs
+      ORDER BY created_ms DESC, seq DESC LIMIT ?1)
+ORDER BY created_ms, seq
+)sql"));
+  s.Bind(1, lim);
+  std::vector<Job> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    auto parsed = nlohmann::json::parse(s.Text(7), nullptr,
+                                        /*allow_exceptions=*/false);
+    Job job = JobFromJson(parsed);
+    // The columns are authoritative and keep exact milliseconds.
+    job.id = s.Text(0);
+    job.kind = s.Text(1);
+    job.domain = s.Text(2);
+    job.state = s.Text(3);
+    job.created_ms = s.Int(4);
+    job.started_ms = s.Int(5);
+    job.ended_ms = s.Int(6);
+    out.push_back(std::move(job));
+  }
+  return out;
+}
+
+Status Catalog::PruneJobs(size_t keep) {
+  const auto lim = static_cast<int64_t>(
+      std::min<uint64_t>(keep, std::numeric_limits<int64_t>::max()));
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(
+      Stmt s, Stmt::Prepare(db_, path_,
+                            "DELETE FROM jobs WHERE rowid NOT IN (SELECT "
+                            "rowid FROM jobs ORDER BY created_ms DESC, rowid "
+                            "DESC LIMIT ?1)"));
+  return s.Bind(1, lim).Run();
+}
+
+Status Catalog::ReplaceBackups(const std::vector<BackupRecord>& records) {
+  std::lock_guard lock(mu_);
+  WriteTxn txn(db_, path_);
+  RETURN_IF_ERROR(txn.Begin(/*durable=*/true));
+  // Children first: foreign keys are enforced immediately.
+  RETURN_IF_ERROR(Exec(db_, path_,
+                       "DELETE FROM manifests; DELETE FROM backups; "
+                       "DELETE FROM checkpoints; DELETE FROM domains;",
+                       "reindex"));
+  std::set<std::string> domains;
+  for (const auto& r : records) {
+    RETURN_IF_ERROR(InsertBackupLocked(r));
+    domains.insert(r.domain_uuid);
+  }
+  // Names once per domain, not once per record: same result, linear cost.
+  for (const auto& uuid : domains) {
+    RETURN_IF_ERROR(RefreshDomainLocked(uuid));
+  }
+  return txn.Commit();
+}
+
+}  // namespace ckptfs

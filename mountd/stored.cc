@@ -1,0 +1,59 @@
+#include "mountd/stored.h"
+
+#include "mountd/source_factory.h"
+
+namespace ckptfs {
+
+std::shared_ptr<const CheckpointView> StoredCheckpoints::MakeView(
+    const BackupRecord& r) {
+  auto v = std::make_shared<CheckpointView>();
+  v->domain = r.domain;
+  v->domain_uuid = r.domain_uuid;
+  v->name = r.checkpoint;
+  v->state = "stored";
+  v->mode = r.mode;
+  v->base = r.base;
+  v->created = r.created;
+  v->xml = r.checkpoint_xml;
+  for (const auto& d : r.disks) {
+    auto disk = std::make_shared<CheckpointDisk>();
+    disk->target = d.name;
+    disk->source = d.source;
+    disk->size = d.size;
+    disk->allocated = d.allocated;
+    disk->changed = d.changes;
+    disk->changes = FormatChanges(d.changes);
+    disk->image = OpenStoredDisk(store_, r, d, cache_);
+    v->disks.push_back(std::move(disk));
+  }
+  v->info_json = CheckpointInfoJson(*v);
+  return v;
+}
+
+Status StoredCheckpoints::Refresh() {
+  ASSIGN_OR_RETURN(std::vector<BackupRecord> records, catalog_.ListBackups());
+  std::map<std::string, std::shared_ptr<const CheckpointView>> next;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& r : records) {
+      auto it = views_.find(r.id);
+      next[r.id] = it != views_.end() ? it->second : nullptr;
+    }
+  }
+  for (const auto& r : records) {
+    if (!next[r.id]) next[r.id] = MakeView(r);
+  }
+  std::lock_guard lock(mu_);
+  views_ = std::move(next);
+  return Status::Ok();
+}
+
+std::vector<std::shared_ptr<const CheckpointView>> StoredCheckpoints::List()
+    const {
+  std::lock_guard lock(mu_);
+  std::vector<std::shared_ptr<const CheckpointView>> out;
+  for (const auto& [id, v] : views_) out.push_back(v);
+  return out;
+}
+
+}  // namespace ckptfs
