@@ -42,7 +42,7 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
   const CheckpointView& view = *plan.view;
   const uint64_t cs = store_.chunk_size();
   BackupRecord record;
-  record.id = view.domain_uuid + "/" + view.name;
+  record.id = BackupId(view.domain_uuid, view.name);
   record.domain = view.domain;
   record.domain_uuid = view.domain_uuid;
   record.checkpoint = view.name;
@@ -92,8 +92,20 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
       const uint64_t begin = i * cs;
       const uint64_t end = std::min(disk.size, begin + cs);
       if (base_manifest && !Overlaps(disk.changed, begin, end)) {
-        m.chunks[i] = base_manifest->chunks[i];
-        continue;
+        const ChunkRef& ref = base_manifest->chunks[i];
+        // Touch what we reuse: gc keeps chunks touched since the oldest
+        // running backup began. One that is gone (gc ran after a prune of
+        // the base) is simply read again from the export.
+        if (ref.zero) {
+          m.chunks[i] = ref;
+          continue;
+        }
+        ASSIGN_OR_RETURN(bool present,
+                         store_.objects().Touch(Store::ChunkKey(ref.hash)));
+        if (present) {
+          m.chunks[i] = ref;
+          continue;
+        }
       }
       if (AllZero(disk.extents, begin, end)) {
         m.chunks[i].zero = true;

@@ -1,6 +1,7 @@
 #include "mountd/daemon.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -144,6 +145,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   ASSIGN_OR_RETURN(d->catalog_,
                    Catalog::Open(options.store_dir + "/catalog.db"));
   RETURN_IF_ERROR(d->ReconcileCatalog());
+  d->RemoveStaleLocks();
   d->stored_ =
       std::make_unique<StoredCheckpoints>(*d->store_, *d->catalog_, *d->cache_);
   RETURN_IF_ERROR(d->stored_->Refresh());
@@ -281,6 +283,13 @@ void Daemon::RefreshLoop() {
       reload = true;
     }
     if (resync) exports_->Resync();
+    if (batch.empty()) {
+      // Every few seconds: pick up store changes made by the CLI (prune,
+      // reindex) through the shared catalog.
+      Status st = stored_->Refresh();
+      if (!st.ok()) spdlog::warn("catalog: {}", st.ToString());
+      if (!reload) Publish();
+    }
     if (reload) ReloadDomains();
     lock.lock();
   }
@@ -468,6 +477,29 @@ Status Daemon::ReconcileCatalog() {
   return catalog_->ReplaceBackups(in_store);
 }
 
+std::string Daemon::LockPrefix() {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return std::string(host) + "-" + std::to_string(getpid()) + "-";
+}
+
+void Daemon::RemoveStaleLocks() {
+  // Locks of backups by dead daemons of this host would only make gc keep
+  // more; remove them.
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  const std::string prefix = std::string(host) + "-";
+  auto locks = store_->ListLocks();
+  if (!locks.ok()) return;
+  for (const auto& [name, started] : *locks) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    const pid_t pid = std::atoi(name.c_str() + prefix.size());
+    if (pid > 0 && kill(pid, 0) == 0) continue;
+    spdlog::info("removing the store lock of a stopped backup: {}", name);
+    (void)store_->DeleteLock(name);
+  }
+}
+
 std::string Daemon::ChooseBase(const DomainInfo& domain,
                                const std::vector<std::string>& disks,
                                const std::vector<CheckpointInfo>& cps) {
@@ -517,7 +549,7 @@ Status Daemon::StartBackup(const Request& req, const std::string& job_id,
       return NotFound("checkpoint " + req.checkpoint + " of " + domain +
                       " is not live; omit checkpoint= to create one");
     }
-    auto existing = catalog_->GetBackup(dom.uuid + "/" + req.checkpoint);
+    auto existing = catalog_->GetBackup(BackupId(dom.uuid, req.checkpoint));
     if (existing.ok() && existing->has_value()) {
       return AlreadyExists("checkpoint " + req.checkpoint + " of " + domain +
                            " is backed up already");
@@ -550,7 +582,7 @@ Status Daemon::StartBackup(const Request& req, const std::string& job_id,
   std::optional<BackupRecord> base;
   if (req.mode != "full" && view->mode == "incremental" &&
       !view->base.empty()) {
-    auto b = catalog_->GetBackup(dom.uuid + "/" + view->base);
+    auto b = catalog_->GetBackup(BackupId(dom.uuid, view->base));
     if (b.ok() && b->has_value()) base = std::move(**b);
   }
   if (req.mode == "incremental" && !base) {
@@ -568,12 +600,21 @@ Status Daemon::StartBackup(const Request& req, const std::string& job_id,
   });
   exports_->SetState(domain, "backing-up");
 
+  // Announce the running backup to gc before any chunk is reused.
+  const std::string lock_name = LockPrefix() + job_id;
+  Status ls = store_->PutLock(lock_name, NowMs() / 1000);
+  if (!ls.ok()) {
+    if (created) (void)exports_->End(domain, view->name);
+    return ls.Annotate("cannot lock the store");
+  }
   BackupPlan plan{view, base, job_id};
   handed_off = true;
   *async = true;
   std::lock_guard lock(backups_mu_);
-  backups_.emplace_back([this, plan, domain, created] {
+  backups_.emplace_back([this, plan, domain, created, lock_name] {
     auto record = runner_->Run(plan, cancel_backups_);
+    Status us = store_->DeleteLock(lock_name);
+    if (!us.ok()) spdlog::warn("{}", us.ToString());
     Status st = record.status();
     if (st.ok()) {
       Status rs = stored_->Refresh();

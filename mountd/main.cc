@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -22,6 +23,7 @@
 #include "mountd/cli.h"
 #include "mountd/daemon.h"
 #include "mountd/log.h"
+#include "mountd/store_cli.h"
 #include "version.h"
 
 namespace ckptfs {
@@ -270,6 +272,45 @@ int PrintReply(const Result<ControlReply>& r) {
   return 0;
 }
 
+// Follows a job record until it ends; a progress bar on a terminal.
+int WaitJob(const std::string& mount, const std::string& id) {
+  const std::string path = mount + "/control/jobs/" + id + ".json";
+  const bool tty = isatty(STDERR_FILENO);
+  for (;;) {
+    nlohmann::json j;
+    try {
+      std::ifstream in(path);
+      j = nlohmann::json::parse(in);
+    } catch (const std::exception&) {
+      return Fail(IoError("cannot read " + path));
+    }
+    const std::string state = j.value("state", "");
+    const uint64_t done = j["progress"].value("done", uint64_t{0});
+    const uint64_t total = j["progress"].value("total", uint64_t{0});
+    if (tty) {
+      const int pct = total ? static_cast<int>(100 * done / total) : 0;
+      const int bar = pct / 4;
+      std::fprintf(stderr, "\r[%-25s] %3d%% %8.1f / %.1f MiB %s   ",
+                   std::string(static_cast<size_t>(bar), '#').c_str(), pct,
+                   static_cast<double>(done) / (1 << 20),
+                   static_cast<double>(total) / (1 << 20), state.c_str());
+    }
+    if (state != "running" && state != "queued") {
+      if (tty) std::fprintf(stderr, "\n");
+      if (state == "succeeded") {
+        std::cout << "succeeded: " << j.value("domain", "") << " "
+                  << j.value("checkpoint", "") << " (" << j.value("mode", "")
+                  << ", job " << id << ")\n";
+        return 0;
+      }
+      std::cerr << "ckptfs: job " << id << " " << state << ": "
+                << j.value("error", std::string("?")) << "\n";
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
 int CmdJobs(const std::string& mount_opt, bool json) {
   auto mp = FindMount(mount_opt);
   if (!mp.ok()) return Fail(mp.status());
@@ -371,7 +412,65 @@ int main(int argc, char** argv) {
   jobs->add_option("-m,--mount", mount_opt, "the ckptfs mount");
   jobs->add_flag("--json", json, "one JSON record per line");
 
+  std::string backup_checkpoint, mode = "auto";
+  bool wait = false;
+  auto* backup = app.add_subcommand(
+      "backup", "back up a domain (a new live checkpoint, or --checkpoint)");
+  backup->add_option("DOMAIN", domain)->required();
+  backup->add_option("--name", name, "name of the new checkpoint");
+  backup->add_option("--checkpoint", backup_checkpoint,
+                     "back up this live checkpoint instead");
+  backup->add_option("--mode", mode, "auto, full or incremental")
+      ->capture_default_str();
+  backup->add_flag("--wait", wait, "wait for the job (default on a terminal)");
+  backup->add_option("-m,--mount", mount_opt, "the ckptfs mount");
+
+  std::string store_dir = "/var/lib/ckptfs/store";
+  bool dry_run = false;
+  auto add_store = [&](CLI::App* c) {
+    c->add_option("--store", store_dir, "backup store directory")
+        ->capture_default_str();
+  };
+  std::string ls_domain;
+  auto* ls = app.add_subcommand("ls", "list the backups in a store");
+  ls->add_option("DOMAIN", ls_domain, "only this domain (name or uuid)");
+  ls->add_flag("--json", json, "one JSON object per line");
+  add_store(ls);
+  auto* verify = app.add_subcommand(
+      "verify", "re-hash every chunk of every backup; exit 1 on damage");
+  add_store(verify);
+  auto* reindex =
+      app.add_subcommand("reindex", "rebuild the catalog from the store");
+  add_store(reindex);
+  auto* gc = app.add_subcommand(
+      "gc", "remove chunks no backup references (safe while backups run)");
+  gc->add_flag("-n,--dry-run", dry_run, "only count");
+  add_store(gc);
+  std::map<std::string, std::string> keep_values;
+  auto* prune = app.add_subcommand(
+      "prune", "remove backups outside keep rules (grandfather-father-son)");
+  for (const char* k : {"keep-last", "keep-hourly", "keep-daily", "keep-weekly",
+                        "keep-monthly", "keep-yearly"}) {
+    prune->add_option(std::string("--") + k, keep_values[k],
+                      std::string("number of backups to keep: ") + k);
+  }
+  prune->add_option("--domain", ls_domain, "only this domain (name or uuid)");
+  prune->add_flag("-n,--dry-run", dry_run, "show what would go");
+  add_store(prune);
+
   CLI11_PARSE(app, argc, argv);
+
+  if (*ls) return StoreList(store_dir, ls_domain, json);
+  if (*verify) return StoreVerify(store_dir);
+  if (*reindex) return StoreReindex(store_dir);
+  if (*gc) return StoreGc(store_dir, dry_run);
+  if (*prune) {
+    std::vector<std::pair<std::string, std::string>> keep;
+    for (const auto& [k, v] : keep_values) {
+      if (!v.empty()) keep.emplace_back(k, v);
+    }
+    return StorePrune(store_dir, ls_domain, keep, dry_run);
+  }
 
   if (*mount) return CmdMount(ma);
   if (*umount) return CmdUmount(umount_mp);
@@ -386,6 +485,23 @@ int main(int argc, char** argv) {
   }
   if (*release) {
     return PrintReply(SendControl(*mp, "release", domain + " " + checkpoint));
+  }
+  if (*backup) {
+    std::string line = domain;
+    if (!name.empty()) line += " name=" + name;
+    if (!backup_checkpoint.empty()) line += " checkpoint=" + backup_checkpoint;
+    line += " mode=" + mode;
+    auto reply = SendControl(*mp, "backup", line);
+    if (!reply.ok() || reply->err || !(wait || isatty(STDOUT_FILENO))) {
+      return PrintReply(reply);
+    }
+    std::string id;
+    try {
+      id = nlohmann::json::parse(reply->json).value("id", "");
+    } catch (const std::exception&) {
+      return PrintReply(reply);
+    }
+    return WaitJob(*mp, id);
   }
   return 0;
 }

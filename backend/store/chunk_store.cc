@@ -105,9 +105,10 @@ Result<ChunkRef> ChunkStore::Put(std::span<const std::byte> data,
 
   const ChunkRef ref{Sha256(data), false};
   const std::string key = KeyOf(ref.hash);
-  // Dedup: an existing object holds these bytes already. (gc must not delete
-  // a chunk a running backup may be about to reference; see docs/FORMAT.md.)
-  ASSIGN_OR_RETURN(const bool exists, objects_->Exists(key));
+  // Dedup: an existing object holds these bytes already. Touching it tells
+  // gc the chunk is in use again (see Store::CollectGarbage); one that gc
+  // removed meanwhile is simply written again.
+  ASSIGN_OR_RETURN(const bool exists, objects_->Touch(key));
   if (exists) return ref;
 
   const size_t bound = ZSTD_compressBound(data.size());

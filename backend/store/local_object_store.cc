@@ -317,6 +317,27 @@ Result<bool> LocalObjectStore::Exists(const std::string& key) {
   return S_ISREG(st.st_mode);
 }
 
+Result<bool> LocalObjectStore::Touch(const std::string& key) {
+  RETURN_IF_ERROR(ValidateObjectKey(key));
+  if (::utimensat(dir_fd_, key.c_str(), nullptr, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) return false;
+    return FromErrno(errno, "touch " + PathOf(key));
+  }
+  return true;
+}
+
+Result<int64_t> LocalObjectStore::ModifiedTime(const std::string& key) {
+  RETURN_IF_ERROR(ValidateObjectKey(key));
+  struct stat st;
+  if (::fstatat(dir_fd_, key.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      return NotFound(PathOf(key) + ": no such object");
+    }
+    return FromErrno(errno, "stat " + PathOf(key));
+  }
+  return static_cast<int64_t>(st.st_mtim.tv_sec);
+}
+
 Result<std::vector<std::string>> LocalObjectStore::List(
     const std::string& prefix) {
   RETURN_IF_ERROR(ValidateObjectPrefix(prefix));

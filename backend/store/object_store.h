@@ -37,6 +37,13 @@ class ObjectStore {
   virtual Result<bool> Exists(const std::string& key) = 0;
   virtual Result<std::vector<std::string>> List(const std::string& prefix) = 0;
   virtual Status Delete(const std::string& key) = 0;
+  // Restarts an existing object's age (it is in use now); false if it does
+  // not exist. A backup touches every chunk it reuses, and gc keeps objects
+  // touched after its cutoff, so gc never deletes a chunk a running backup
+  // has just decided to reference.
+  virtual Result<bool> Touch(const std::string& key) = 0;
+  // Seconds since the epoch of the object's last Put or Touch.
+  virtual Result<int64_t> ModifiedTime(const std::string& key) = 0;
 
   // Where the objects live, for messages ("/var/lib/ckptfs/store",
   // "rados:backups").

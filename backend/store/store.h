@@ -156,6 +156,26 @@ class Store {
   // healthy.
   Result<std::vector<std::string>> VerifyBackup(const BackupRecord& backup);
 
+  // Running backups announce themselves with a lock object (locks/<name>)
+  // holding their start time; gc keeps every chunk touched since the oldest
+  // start. A lock left by a killed process only makes gc keep more.
+  Status PutLock(const std::string& name, int64_t started);
+  Status DeleteLock(const std::string& name);
+  Result<std::vector<std::pair<std::string, int64_t>>> ListLocks();
+
+  struct GcStats {
+    uint64_t chunks = 0;      // chunk objects seen
+    uint64_t referenced = 0;  // of them, named by a manifest
+    uint64_t recent = 0;      // unreferenced but touched after the cutoff
+    uint64_t deleted = 0;     // removed (or, dry run, to remove)
+  };
+  // Removes chunk objects no manifest references and nobody touched since
+  // `cutoff` (epoch seconds). Safe while backups run when `cutoff` is before
+  // the start of each (see ListLocks): every chunk a running backup writes or
+  // reuses is touched after its start. A chunk touched between gc's check
+  // and its delete is written again by the backup (Touch reports it gone).
+  Result<GcStats> CollectGarbage(int64_t cutoff, bool dry_run);
+
  private:
   Store(std::shared_ptr<ObjectStore> objects, StoreConfig config);
 

@@ -154,6 +154,17 @@ class MemoryObjectStore : public ObjectStore {
     std::lock_guard lock(mu_);
     return objects_.contains(key);
   }
+  Result<bool> Touch(const std::string& key) override {
+    std::lock_guard lock(mu_);
+    if (!objects_.contains(key)) return false;
+    mtimes_[key] = ++clock_;
+    return true;
+  }
+  Result<int64_t> ModifiedTime(const std::string& key) override {
+    std::lock_guard lock(mu_);
+    if (!objects_.contains(key)) return NotFound(key + ": no such object");
+    return mtimes_[key];
+  }
   Result<std::vector<std::string>> List(const std::string& prefix) override {
     std::lock_guard lock(mu_);
     std::vector<std::string> keys;
@@ -173,6 +184,8 @@ class MemoryObjectStore : public ObjectStore {
  private:
   std::mutex mu_;
   std::map<std::string, Bytes> objects_;
+  std::map<std::string, int64_t> mtimes_;
+  int64_t clock_ = 0;
 };
 
 // ============================================================ object store
