@@ -418,6 +418,8 @@ class BlockCache::Impl {
   Result<BlockData> Await(Fill& fill, uint32_t index);
   void Reserve(Shard& shard, Entry& entry, uint64_t bytes,
                std::vector<BlockData>& garbage) REQUIRES(shard.mu);
+  void EvictOverBudget(Shard& shard, std::vector<BlockData>& garbage)
+      REQUIRES(shard.mu);
   bool Submit(const std::shared_ptr<Fill>& fill, bool front)
       EXCLUDES(queue_mu_);
   void WorkerLoop() EXCLUDES(queue_mu_);
@@ -514,6 +516,13 @@ void BlockCache::Impl::Reserve(Shard& shard, Entry& entry, uint64_t bytes,
   entry.bytes = static_cast<uint32_t>(bytes);
   shard.usage += bytes;
   shard.inflight += bytes;
+  EvictOverBudget(shard, garbage);
+}
+
+// Evicts least recently used resident blocks while the shard is over its
+// budget (in-flight blocks are not in the LRU and stay).
+void BlockCache::Impl::EvictOverBudget(Shard& shard,
+                                       std::vector<BlockData>& garbage) {
   while (shard.usage > shard_capacity_ && !shard.lru.empty()) {
     auto victim = shard.map.find(shard.lru.back());
     shard.lru.pop_back();
@@ -777,14 +786,7 @@ void BlockCache::Impl::Finish(Fill& fill, Status status,
     entry.data = blocks[i];
     shard.lru.push_front(key);
     entry.lru = shard.lru.begin();
-    while (shard.usage > shard_capacity_ && !shard.lru.empty()) {
-      auto victim = shard.map.find(shard.lru.back());
-      shard.lru.pop_back();
-      shard.usage -= victim->second.bytes;
-      garbage.push_back(std::move(victim->second.data));
-      shard.map.erase(victim);
-      ++shard.evictions;
-    }
+    EvictOverBudget(shard, garbage);
   }
   {
     MutexLock lock(fill.mu);
