@@ -150,7 +150,8 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
       std::span<std::byte> data(buf.data(), len);
       Status st = disk.raw->pread(data, begin);
       Result<ChunkRef> ref =
-          st.ok() ? store_.PutChunk(data) : Result<ChunkRef>(st);
+          st.ok() ? store_.PutChunk(data, nullptr, /*deferred=*/true)
+                  : Result<ChunkRef>(st);
       if (!ref.ok()) {
         std::lock_guard lock(mu);
         if (first_error.ok()) {
@@ -179,7 +180,9 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
   RETURN_IF_ERROR(first_error);
   jobs_.Update(plan.job_id, [&](Job& j) { j.done = total; });
 
-  // Durable in order: manifests, then the record, then the catalog row.
+  // Durable in order: chunks (one commit for all), manifests, then the
+  // record, then the catalog row.
+  RETURN_IF_ERROR(store_.CommitChunks());
   for (size_t d = 0; d < manifests.size(); ++d) {
     uint64_t allocated = 0;
     for (uint64_t i = 0; i < manifests[d].chunks.size(); ++i) {

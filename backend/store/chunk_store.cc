@@ -94,7 +94,7 @@ std::string ChunkStore::KeyOf(const ChunkHash& hash) {
 }
 
 Result<ChunkRef> ChunkStore::Put(std::span<const std::byte> data,
-                                 ChunkPutStats* stats) {
+                                 ChunkPutStats* stats, bool deferred) {
   if (stats != nullptr) *stats = {};
   if (data.empty() || data.size() > chunk_size_) {
     return InvalidArgument("chunk of " + std::to_string(data.size()) +
@@ -121,7 +121,9 @@ Result<ChunkRef> ChunkStore::Put(std::span<const std::byte> data,
     return Internal("chunk " + HashToHex(ref.hash) +
                     ": zstd compression failed: " + ZSTD_getErrorName(n));
   }
-  RETURN_IF_ERROR(objects_->Put(key, std::span(frame.get(), n)));
+  const std::span<const std::byte> bytes(frame.get(), n);
+  RETURN_IF_ERROR(deferred ? objects_->PutDeferred(key, bytes)
+                           : objects_->Put(key, bytes));
   if (stats != nullptr) *stats = {n, true};
   return ref;
 }

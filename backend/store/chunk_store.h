@@ -50,8 +50,10 @@ class ChunkStore {
   ObjectStore& objects() const { return *objects_; }
 
   // REQUIRES (else kInvalidArgument): 0 < data.size() <= chunk_size().
+  // With `deferred`, a new chunk is written with ObjectStore::PutDeferred:
+  // the caller must Commit() the object store before referencing it.
   Result<ChunkRef> Put(std::span<const std::byte> data,
-                       ChunkPutStats* stats = nullptr);
+                       ChunkPutStats* stats = nullptr, bool deferred = false);
 
   // Reads the chunk into out; out.size() is its plain length (chunk_size(),
   // or less for the last chunk of a disk). Zero chunks fill out with zeros.

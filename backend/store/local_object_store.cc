@@ -279,6 +279,52 @@ Status LocalObjectStore::PutOnce(const std::string& key,
   return Status::Ok();
 }
 
+Status LocalObjectStore::PutDeferred(const std::string& key,
+                                     std::span<const std::byte> data) {
+  RETURN_IF_ERROR(ValidateObjectKey(key));
+  const std::string parent = ParentOf(key);
+  if (!parent.empty()) {
+    RETURN_IF_ERROR(MakeDirectories(parent).Annotate("putting " + PathOf(key)));
+  }
+  const std::string temp = (parent.empty() ? "" : parent + "/") +
+                           std::string(kTempPrefix) + Hex64(nonce_) + "." +
+                           std::to_string(next_temp_.fetch_add(1));
+  Fd file(::openat(dir_fd_, temp.c_str(),
+                   O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (file.get() < 0) return FromErrno(errno, "creating " + PathOf(temp));
+  Status st = WriteAll(file.get(), data, PathOf(temp));
+  if (st.ok() && ::close(file.release()) != 0) {
+    st = FromErrno(errno, "closing " + PathOf(temp));
+  }
+  if (!st.ok()) {
+    ::unlinkat(dir_fd_, temp.c_str(), 0);
+    return st;
+  }
+  std::lock_guard lock(pending_mu_);
+  pending_.push_back({temp, key});
+  return Status::Ok();
+}
+
+Status LocalObjectStore::Commit() {
+  std::vector<Pending> pending;
+  {
+    std::lock_guard lock(pending_mu_);
+    pending.swap(pending_);
+  }
+  if (pending.empty()) return Status::Ok();
+  // Data first: no object becomes visible before its bytes are durable.
+  if (::syncfs(dir_fd_) != 0) return FromErrno(errno, "syncing " + dir_);
+  for (const Pending& p : pending) {
+    if (::renameat(dir_fd_, p.temp.c_str(), dir_fd_, p.key.c_str()) != 0) {
+      return FromErrno(errno,
+                       "renaming " + PathOf(p.temp) + " to " + PathOf(p.key));
+    }
+  }
+  // Then the names.
+  if (::syncfs(dir_fd_) != 0) return FromErrno(errno, "syncing " + dir_);
+  return Status::Ok();
+}
+
 Result<std::vector<std::byte>> LocalObjectStore::Get(const std::string& key) {
   RETURN_IF_ERROR(ValidateObjectKey(key));
   const std::string path = PathOf(key);

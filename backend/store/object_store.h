@@ -45,6 +45,17 @@ class ObjectStore {
   // Seconds since the epoch of the object's last Put or Touch.
   virtual Result<int64_t> ModifiedTime(const std::string& key) = 0;
 
+  // Deferred durability for bulk writers (a backup's chunks): the object
+  // stays invisible (absent to Get/Exists/Touch/List) until Commit(), which
+  // makes every deferred object durable and then visible. A crash before
+  // Commit leaves nothing behind but temporaries; none is ever visible torn.
+  // Default: a plain Put.
+  virtual Status PutDeferred(const std::string& key,
+                             std::span<const std::byte> data) {
+    return Put(key, data);
+  }
+  virtual Status Commit() { return Status::Ok(); }
+
   // Where the objects live, for messages ("/var/lib/ckptfs/store",
   // "rados:backups").
   virtual std::string location() const = 0;

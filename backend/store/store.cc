@@ -212,9 +212,11 @@ std::string Store::ManifestKey(const std::string& domain_uuid,
 // ------------------------------------------------------------------ chunks
 
 Result<ChunkRef> Store::PutChunk(std::span<const std::byte> data,
-                                 PutStats* stats) {
-  return chunks_->Put(data, stats);
+                                 PutStats* stats, bool deferred) {
+  return chunks_->Put(data, stats, deferred);
 }
+
+Status Store::CommitChunks() { return objects_->Commit(); }
 
 Status Store::GetChunk(const ChunkRef& ref, std::span<std::byte> out) {
   return chunks_->Get(ref, out);

@@ -101,8 +101,10 @@ class Store {
   // compression and the write are skipped if the chunk exists. Zero chunks
   // return {hash = {}, zero = true} and store nothing.
   // REQUIRES (else kInvalidArgument): 0 < data.size() <= chunk_size().
+  // `deferred`: see ChunkStore::Put; CommitChunks() makes them durable.
   Result<ChunkRef> PutChunk(std::span<const std::byte> data,
-                            PutStats* stats = nullptr);
+                            PutStats* stats = nullptr, bool deferred = false);
+  Status CommitChunks();
   // Reads and verifies a chunk into out (out.size() = its plain length).
   // Missing, undecodable or mismatching data: kIoError
   // "chunk <hex>: hash mismatch (store corrupt)".

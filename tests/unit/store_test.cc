@@ -288,6 +288,25 @@ TEST(LocalObjectStoreTest, TemporariesAreNeverListedNorLeftBehind) {
   EXPECT_EQ((*store)->List("")->size(), 20u);
 }
 
+TEST(LocalObjectStoreTest, DeferredPutsAppearOnlyAtCommit) {
+  TempDir dir;
+  auto store = LocalObjectStore::Open(dir.path(), true);
+  ASSERT_TRUE(store.ok());
+  ObjectStore& s = **store;
+  const Bytes data = RandomBytes(3, 5000);
+  ASSERT_TRUE(s.PutDeferred("chunks/ab/x", data).ok());
+  ASSERT_TRUE(s.PutDeferred("chunks/cd/y", data).ok());
+  // Invisible, and not torn, until the commit.
+  EXPECT_FALSE(*s.Exists("chunks/ab/x"));
+  EXPECT_FALSE(*s.Touch("chunks/ab/x"));
+  EXPECT_TRUE(s.List("chunks/")->empty());
+  ASSERT_TRUE(s.Commit().ok());
+  EXPECT_EQ(*s.Get("chunks/ab/x"), data);
+  EXPECT_EQ(*s.Get("chunks/cd/y"), data);
+  EXPECT_FALSE(HasTempFiles(dir.path()));
+  EXPECT_TRUE(s.Commit().ok());  // nothing pending
+}
+
 TEST(LocalObjectStoreTest, KeyValidation) {
   TempDir dir;
   auto store = LocalObjectStore::Open(dir.path(), true);
