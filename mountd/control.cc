@@ -83,6 +83,9 @@ Status ValidateDomainName(std::string_view name) {
 }
 
 std::string SanitizeForRecord(std::string_view line) {
+  // The line ending is not part of the request.
+  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   std::string out;
   for (char c : line.substr(0, 256)) {
     auto u = static_cast<unsigned char>(c);

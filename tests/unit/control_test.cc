@@ -99,7 +99,8 @@ TEST(ControlTest, HugeAndBinaryInput) {
 }
 
 TEST(ControlTest, SanitizeForRecord) {
-  EXPECT_EQ(SanitizeForRecord("vm1\x01\n"), "vm1??");
+  EXPECT_EQ(SanitizeForRecord("vm1\x01\n"), "vm1?");
+  EXPECT_EQ(SanitizeForRecord("vm1 mode=full\n"), "vm1 mode=full");
   EXPECT_EQ(SanitizeForRecord(std::string(300, 'a')).size(), 259u);
 }
 
