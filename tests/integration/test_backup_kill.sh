@@ -20,6 +20,10 @@ id=$(ctl_accepted backup "$DOM name=k1")
 sleep 0.5
 state=$(json_get "$(job_file "$id")" state)
 [[ "$state" == running ]] || skip "the backup finished before it could be killed (state $state)"
+# While it runs, the checkpoint is served live and says so.
+assert_json "$D/k1/info.json" state backing-up
+rc=0; out=$(ctl checkpoint "$DOM name=other") || rc=$?
+assert_eq "$out" EBUSY "a checkpoint request while the backup runs"
 kill -9 "$CKT_PID"
 pass "daemon killed during backup k1 ($(json_get "$(job_file "$id")" progress.done 2>/dev/null || echo '?') bytes done)"
 umount -l "$MP" 2>/dev/null || true
