@@ -28,6 +28,9 @@ PY=${PYTHON:-python3}
 
 DOM=ckptfs-bench
 DIR=/var/lib/ckptfs-bench
+BENCH=live_read
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 RAW=$DIR/random.raw          # the 1 GiB of random data (page-cache baseline, checksum)
 DISK=$DIR/vda.qcow2          # the domain's disk, converted from $RAW
 SESSION=$DIR/s.$$            # short: the NBD socket path must stay < 108 bytes
@@ -48,17 +51,6 @@ WE_STARTED_DOM=0    # shut the domain off at the end only if we started it
 CLEANUP_DONE=0
 STEP="start"        # what was running, for the failure message
 
-say() { STEP="$*"; echo "==> $*" >&2; }
-die() { echo "live_read: $*" >&2; exit 1; }
-is_mounted() { awk -v mp="$1" '$2 == mp {f = 1} END {exit !f}' /proc/self/mounts; }
-bdi_of() { mountpoint -d "$1" 2>/dev/null || echo "?"; }
-read_ahead_of() {  # MOUNTPOINT -> read_ahead_kb of its bdi
-  local b; b=$(bdi_of "$1")
-  cat "/sys/class/bdi/$b/read_ahead_kb" 2>/dev/null || echo "?"
-}
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", b - a }'; }
 mibps() { awk -v s="$1" -v m="$SIZE_MIB" 'BEGIN { printf "%.1f", m / s }'; }
 record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RESULTS"; }  # RUN METRIC VALUE
 
@@ -79,7 +71,6 @@ daemon_json() {  # python expression on the parsed status.json, e.g. j["pid"]
     "$MP/control/status.json" "$1"
 }
 
-vm_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }  # PID VmHWM|VmRSS
 
 release_ckpt() {  # NAME: end the export, then drop the libvirt checkpoint (its bitmap)
   local name=$1
@@ -204,38 +195,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- 1. test domain ------------------------------------------------------------
-domain_xml() {  # TYPE
-  cat <<EOF
-<domain type='$1'>
-  <name>$DOM</name>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64'>hvm</type><boot dev='hd'/></os>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='$DISK'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-  </devices>
-</domain>
-EOF
-}
-
 define_domain() {
-  local type=qemu
-  [[ -e /dev/kvm ]] && type=kvm
-  domain_xml "$type" >"$DIR/domain.xml"
-  virsh -q define "$DIR/domain.xml" >/dev/null
-  if ! virsh -q start "$DOM" >/dev/null 2>&1; then
-    [[ $type == kvm ]] || die "cannot start $DOM"
-    say "KVM start failed, using TCG"
-    virsh -q undefine "$DOM" >/dev/null
-    domain_xml qemu >"$DIR/domain.xml"
-    virsh -q define "$DIR/domain.xml" >/dev/null
-    virsh -q start "$DOM" >/dev/null
-  fi
+  DOM_XML="$DIR/domain.xml" define_and_start_domain
   WE_STARTED_DOM=1
 }
 
