@@ -180,12 +180,12 @@ void Daemon::Shutdown() {
     // never served nor used as a base; the next one starts from the last
     // good backup.
     cancel_backups_ = true;
-    std::vector<std::thread> backups;
+    std::vector<BackupThread> backups;
     {
       std::lock_guard lock(backups_mu_);
       backups.swap(backups_);
     }
-    for (auto& t : backups) t.join();
+    for (auto& b : backups) b.thread.join();
     if (exports_) exports_->EndAll();
   });
 }
@@ -611,7 +611,18 @@ Status Daemon::StartBackup(const Request& req, const std::string& job_id,
   handed_off = true;
   *async = true;
   std::lock_guard lock(backups_mu_);
-  backups_.emplace_back([this, plan, domain, created, lock_name] {
+  // Join the threads of jobs that have ended (their stacks are freed only
+  // then).
+  for (auto it = backups_.begin(); it != backups_.end();) {
+    if (it->done->load()) {
+      it->thread.join();
+      it = backups_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  std::thread thread([this, plan, domain, created, lock_name, done] {
     auto record = runner_->Run(plan, cancel_backups_);
     Status us = store_->DeleteLock(lock_name);
     if (!us.ok()) spdlog::warn("{}", us.ToString());
@@ -635,7 +646,9 @@ Status Daemon::StartBackup(const Request& req, const std::string& job_id,
     FinishJob(plan.job_id, st, "failed");
     exports_->Unclaim(domain);
     Publish();
+    done->store(true);
   });
+  backups_.push_back({std::move(thread), std::move(done)});
   return Status::Ok();
 }
 

@@ -104,7 +104,11 @@ class Daemon : public Filesystem {
   std::unique_ptr<BackupRunner> runner_;
   std::atomic<bool> cancel_backups_{false};
   std::mutex backups_mu_;
-  std::vector<std::thread> backups_;  // guarded by backups_mu_
+  struct BackupThread {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<BackupThread> backups_;  // guarded by backups_mu_
   InodeTable inodes_;
 
   mutable std::mutex tree_mu_;
