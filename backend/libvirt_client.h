@@ -32,6 +32,12 @@ struct DiskInfo {
   bool readonly = false;
 };
 
+// Only writable qcow2 disks carry the persistent bitmaps of checkpoints, so
+// only they can take part in a checkpoint or backup.
+inline bool CarriesCheckpoints(const DiskInfo& d) {
+  return d.device == "disk" && d.format == "qcow2" && !d.readonly;
+}
+
 struct DomainInfo {
   std::string name;
   std::string uuid;

@@ -146,11 +146,10 @@ int OpTruncate(const char* path, off_t size, fuse_file_info*) {
   return Err(Fs()->Truncate(path, static_cast<uint64_t>(size)));
 }
 
-int ReadOnlyTree(const char* path) {
-  // Everything but the control files is read-only; creating, removing or
-  // renaming anything is refused with EROFS (or ENOENT for a bad parent).
-  auto r = Fs()->GetAttr(path);
-  (void)r;
+int ReadOnlyTree(const char*) {
+  // The tree's shape follows libvirt and the store: creating, removing,
+  // renaming or changing anything is refused with EROFS (the kernel answers
+  // ENOENT for a missing parent before it asks).
   return -EROFS;
 }
 int OpMkdir(const char* path, mode_t) { return ReadOnlyTree(path); }

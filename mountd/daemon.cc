@@ -559,7 +559,7 @@ Status Daemon::StartBackup(const Request& req, const std::string& job_id,
       // Bad input changes nothing: refuse before creating the checkpoint.
       std::vector<std::string> targets;
       for (const auto& d : dom.disks) {
-        if (d.device == "disk" && d.format == "qcow2" && !d.readonly) {
+        if (CarriesCheckpoints(d)) {
           targets.push_back(d.target);
         }
       }

@@ -162,14 +162,10 @@ Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
                            " is not running: a live checkpoint needs a "
                            "running domain");
   }
-  // Disks: qcow2 disks carry the checkpoint bitmaps; others cannot take part.
   std::vector<DiskInfo> selected;
-  auto eligible = [](const DiskInfo& d) {
-    return d.device == "disk" && d.format == "qcow2" && !d.readonly;
-  };
   if (req.disks.empty()) {
     for (const auto& d : dom.disks) {
-      if (eligible(d)) selected.push_back(d);
+      if (CarriesCheckpoints(d)) selected.push_back(d);
     }
     if (selected.empty()) {
       return InvalidArgument("domain " + domain + " has no qcow2 disk");
@@ -186,7 +182,7 @@ Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
         return NotFound("domain " + domain + " has no disk " + name +
                         " (disks: " + list + ")");
       }
-      if (!eligible(*it)) {
+      if (!CarriesCheckpoints(*it)) {
         return InvalidArgument("disk " + name + " of " + domain +
                                " is not a writable qcow2 disk; only those "
                                "carry checkpoints");
