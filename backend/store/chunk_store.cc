@@ -80,10 +80,12 @@ bool IsAllZero(std::span<const std::byte> data) {
 }
 
 ChunkStore::ChunkStore(std::shared_ptr<ObjectStore> objects,
-                       uint32_t chunk_size, int zstd_level)
+                       uint32_t chunk_size, int zstd_level,
+                       bool plain_if_incompressible)
     : objects_(std::move(objects)),
       chunk_size_(chunk_size),
       zstd_level_(zstd_level),
+      plain_if_incompressible_(plain_if_incompressible),
       pool_(std::make_unique<ContextPool>()) {}
 
 ChunkStore::~ChunkStore() = default;
@@ -121,10 +123,13 @@ Result<ChunkRef> ChunkStore::Put(std::span<const std::byte> data,
     return Internal("chunk " + HashToHex(ref.hash) +
                     ": zstd compression failed: " + ZSTD_getErrorName(n));
   }
-  const std::span<const std::byte> bytes(frame.get(), n);
+  std::span<const std::byte> bytes(frame.get(), n);
+  // Not smaller compressed: store the plain bytes (see the header). A frame
+  // exactly as long as the chunk goes plain too, so sizes never collide.
+  if (plain_if_incompressible_ && n >= data.size()) bytes = data;
   RETURN_IF_ERROR(deferred ? objects_->PutDeferred(key, bytes)
                            : objects_->Put(key, bytes));
-  if (stats != nullptr) *stats = {n, true};
+  if (stats != nullptr) *stats = {bytes.size(), true};
   return ref;
 }
 
@@ -138,16 +143,39 @@ Status ChunkStore::Get(const ChunkRef& ref, std::span<std::byte> out) {
     std::memset(out.data(), 0, out.size());
     return Status::Ok();
   }
-  auto frame = objects_->Get(KeyOf(ref.hash));
-  if (!frame.ok()) {
-    if (frame.status().code() == Code::kNotFound) {
+  const std::string key = KeyOf(ref.hash);
+  auto size = objects_->GetInto(key, out);
+  if (!size.ok()) {
+    if (size.status().code() == Code::kNotFound) {
       return Corrupt(ref.hash, "missing");
     }
     return IoError("chunk " + HashToHex(ref.hash) + ": " +
-                   frame.status().ToString());
+                   size.status().ToString());
+  }
+  if (plain_if_incompressible_ && *size == out.size()) {
+    if (Sha256(out) != ref.hash) return Corrupt(ref.hash, "hash mismatch");
+    return Status::Ok();
+  }
+  // A zstd frame: GetInto left a smaller one in out (decompression cannot
+  // work in place, so it moves to a per-thread buffer); a larger one (an
+  // incompressible chunk of a "zstd" store) is read again whole.
+  thread_local std::vector<std::byte> small;
+  std::vector<std::byte> large;
+  std::span<const std::byte> frame;
+  if (*size <= out.size()) {
+    small.assign(out.begin(), out.begin() + *size);
+    frame = small;
+  } else {
+    auto whole = objects_->Get(key);
+    if (!whole.ok()) {
+      return IoError("chunk " + HashToHex(ref.hash) + ": " +
+                     whole.status().ToString());
+    }
+    large = std::move(whole).value();
+    frame = large;
   }
   const unsigned long long content =
-      ZSTD_getFrameContentSize(frame->data(), frame->size());
+      ZSTD_getFrameContentSize(frame.data(), frame.size());
   if (content == ZSTD_CONTENTSIZE_ERROR) {
     return Corrupt(ref.hash, "not a zstd frame");
   }
@@ -158,7 +186,7 @@ Status ChunkStore::Get(const ChunkRef& ref, std::span<std::byte> out) {
   }
   DCtx dctx = pool_->TakeDecompress();
   const size_t n = ZSTD_decompressDCtx(dctx.get(), out.data(), out.size(),
-                                       frame->data(), frame->size());
+                                       frame.data(), frame.size());
   pool_->Return(std::move(dctx));
   if (ZSTD_isError(n)) {
     return Corrupt(ref.hash,

@@ -1,7 +1,11 @@
 // ChunkStore: the content-addressed chunk objects of a store.
 //
-// A chunk is named by the SHA-256 of its plain bytes and stored as one zstd
-// frame of them under chunks/<first 2 hex digits>/<64 hex digits>. All-zero
+// A chunk is named by the SHA-256 of its plain bytes and stored under
+// chunks/<first 2 hex digits>/<64 hex digits> as one zstd frame of them or,
+// with plain_if_incompressible (compression "auto") when zstd does not make
+// it smaller, as the plain bytes themselves: then the object's size equals
+// the chunk's length, which no stored frame has, and a read copies it
+// straight into the caller's buffer without decompressing. All-zero
 // chunks are never stored (ChunkRef::zero). A chunk is written once: Put
 // skips the write (and the compression) when the object exists. Get verifies
 // the SHA-256 of what it decoded, so corrupt, missing or foreign data is a
@@ -38,7 +42,7 @@ class ChunkStore {
  public:
   // REQUIRES: chunk_size > 0; zstd_level a valid zstd level.
   ChunkStore(std::shared_ptr<ObjectStore> objects, uint32_t chunk_size,
-             int zstd_level);
+             int zstd_level, bool plain_if_incompressible);
   ~ChunkStore();
   ChunkStore(const ChunkStore&) = delete;
   ChunkStore& operator=(const ChunkStore&) = delete;
@@ -65,6 +69,7 @@ class ChunkStore {
   const std::shared_ptr<ObjectStore> objects_;
   const uint32_t chunk_size_;
   const int zstd_level_;
+  const bool plain_if_incompressible_;
   const std::unique_ptr<ContextPool> pool_;
 };
 

@@ -67,6 +67,38 @@ Status WriteAll(int fd, std::span<const std::byte> data,
   return Status::Ok();
 }
 
+// Opens object `key` (a validated key below dir_fd) for reading into *file;
+// returns its size.
+Result<size_t> OpenForRead(int dir_fd, const std::string& key,
+                           const std::string& path, Fd* file) {
+  file->reset(::openat(dir_fd, key.c_str(), O_RDONLY | O_CLOEXEC));
+  if (file->get() < 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      return NotFound(path + ": no such object");
+    }
+    return FromErrno(errno, "opening " + path);
+  }
+  struct stat st;
+  if (::fstat(file->get(), &st) != 0) return FromErrno(errno, "stat " + path);
+  if (!S_ISREG(st.st_mode)) return IoError(path + ": not a regular file");
+  return static_cast<size_t>(st.st_size);
+}
+
+// Reads exactly out.size() bytes from fd.
+Status ReadExact(int fd, std::span<std::byte> out, const std::string& path) {
+  size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n = ::read(fd, out.data() + done, out.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return FromErrno(errno, "reading " + path);
+    }
+    if (n == 0) return IoError(path + ": shorter than its size while read");
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
 std::string Hex64(uint64_t v) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
@@ -293,6 +325,12 @@ Status LocalObjectStore::PutDeferred(const std::string& key,
                    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (file.get() < 0) return FromErrno(errno, "creating " + PathOf(temp));
   Status st = WriteAll(file.get(), data, PathOf(temp));
+  // Start writing back now, so the disk works while the backup copies on
+  // and Commit's syncfs finds little left to flush. Only a hint: failures
+  // here surface at the syncfs.
+  if (st.ok()) {
+    (void)::sync_file_range(file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
+  }
   if (st.ok() && ::close(file.release()) != 0) {
     st = FromErrno(errno, "closing " + PathOf(temp));
   }
@@ -328,29 +366,23 @@ Status LocalObjectStore::Commit() {
 Result<std::vector<std::byte>> LocalObjectStore::Get(const std::string& key) {
   RETURN_IF_ERROR(ValidateObjectKey(key));
   const std::string path = PathOf(key);
-  Fd file(::openat(dir_fd_, key.c_str(), O_RDONLY | O_CLOEXEC));
-  if (file.get() < 0) {
-    if (errno == ENOENT || errno == ENOTDIR) {
-      return NotFound(path + ": no such object");
-    }
-    return FromErrno(errno, "opening " + path);
-  }
-  struct stat st;
-  if (::fstat(file.get(), &st) != 0) return FromErrno(errno, "stat " + path);
-  if (!S_ISREG(st.st_mode)) return IoError(path + ": not a regular file");
-  std::vector<std::byte> data(static_cast<size_t>(st.st_size));
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n =
-        ::read(file.get(), data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return FromErrno(errno, "reading " + path);
-    }
-    if (n == 0) return IoError(path + ": shorter than its size while read");
-    done += static_cast<size_t>(n);
-  }
+  Fd file(-1);
+  ASSIGN_OR_RETURN(const size_t size, OpenForRead(dir_fd_, key, path, &file));
+  std::vector<std::byte> data(size);
+  RETURN_IF_ERROR(ReadExact(file.get(), data, path));
   return data;
+}
+
+Result<size_t> LocalObjectStore::GetInto(const std::string& key,
+                                         std::span<std::byte> buf) {
+  RETURN_IF_ERROR(ValidateObjectKey(key));
+  const std::string path = PathOf(key);
+  Fd file(-1);
+  ASSIGN_OR_RETURN(const size_t size, OpenForRead(dir_fd_, key, path, &file));
+  if (size <= buf.size()) {
+    RETURN_IF_ERROR(ReadExact(file.get(), buf.first(size), path));
+  }
+  return size;
 }
 
 Result<bool> LocalObjectStore::Exists(const std::string& key) {

@@ -41,6 +41,8 @@ class LocalObjectStore : public ObjectStore {
 
   Status Put(const std::string& key, std::span<const std::byte> data) override;
   Result<std::vector<std::byte>> Get(const std::string& key) override;
+  Result<size_t> GetInto(const std::string& key,
+                         std::span<std::byte> buf) override;
   Result<bool> Exists(const std::string& key) override;
   Result<bool> Touch(const std::string& key) override;
   Result<int64_t> ModifiedTime(const std::string& key) override;

@@ -1,5 +1,6 @@
 #include "backend/store/object_store.h"
 
+#include <cstring>
 #include <utility>
 
 namespace ckptfs {
@@ -48,6 +49,15 @@ Status CheckComponents(std::string_view what, std::string_view key,
 }
 
 }  // namespace
+
+Result<size_t> ObjectStore::GetInto(const std::string& key,
+                                    std::span<std::byte> buf) {
+  ASSIGN_OR_RETURN(std::vector<std::byte> data, Get(key));
+  if (data.size() <= buf.size()) {
+    std::memcpy(buf.data(), data.data(), data.size());
+  }
+  return data.size();
+}
 
 Status ValidateObjectKey(std::string_view key) {
   if (key.empty()) return InvalidArgument("object key is empty");

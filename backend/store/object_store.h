@@ -34,6 +34,12 @@ class ObjectStore {
   virtual Status Put(const std::string& key,
                      std::span<const std::byte> data) = 0;
   virtual Result<std::vector<std::byte>> Get(const std::string& key) = 0;
+  // Get into a caller's buffer, for readers that know how big an object
+  // should be (chunks): returns the object's size and, when it fits, its
+  // bytes in buf's first `size` bytes; a larger object leaves buf
+  // unspecified. Saves an allocation and a copy per read. Default: Get.
+  virtual Result<size_t> GetInto(const std::string& key,
+                                 std::span<std::byte> buf);
   virtual Result<bool> Exists(const std::string& key) = 0;
   virtual Result<std::vector<std::string>> List(const std::string& prefix) = 0;
   virtual Status Delete(const std::string& key) = 0;

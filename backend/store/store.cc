@@ -38,9 +38,10 @@ Status CheckConfig(const StoreConfig& c, const std::string& where) {
                            std::to_string(c.chunk_size) +
                            " is not a power of two from 4096 to 16777216");
   }
-  if (c.compression != "zstd") {
+  if (c.compression != "zstd" && c.compression != "auto") {
     return InvalidArgument(where + ": compression \"" + c.compression +
-                           "\" is unknown; this ckptfs knows \"zstd\"");
+                           "\" is unknown; this ckptfs knows \"auto\" and "
+                           "\"zstd\"");
   }
   if (c.zstd_level < ZSTD_minCLevel() || c.zstd_level > ZSTD_maxCLevel()) {
     return InvalidArgument(where + ": zstd_level " +
@@ -98,7 +99,8 @@ Result<StoreConfig> ParseStoreConfig(std::string_view text,
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // parse_error, or out_of_range for a number beyond a double ("1e400").
     return InvalidArgument(where + ": config.json is not JSON (" + e.what() +
                            ")");
   }
@@ -182,8 +184,9 @@ Result<std::unique_ptr<Store>> Store::Open(std::unique_ptr<ObjectStore> objects,
 Store::Store(std::shared_ptr<ObjectStore> objects, StoreConfig config)
     : objects_(std::move(objects)),
       config_(std::move(config)),
-      chunks_(std::make_shared<ChunkStore>(objects_, config_.chunk_size,
-                                           config_.zstd_level)) {}
+      chunks_(std::make_shared<ChunkStore>(
+          objects_, config_.chunk_size, config_.zstd_level,
+          /*plain_if_incompressible=*/config_.compression == "auto")) {}
 
 // -------------------------------------------------------------------- keys
 
@@ -522,7 +525,11 @@ Result<std::vector<std::pair<std::string, int64_t>>> Store::ListLocks() {
     try {
       auto j = nlohmann::json::parse(std::string_view(
           reinterpret_cast<const char*>(data->data()), data->size()));
-      started = j.at("started").get<int64_t>();
+      // Integers only: get<int64_t>() of a float beyond int64 (1e300) is
+      // undefined behaviour.
+      if (const auto& v = j.at("started"); v.is_number_integer()) {
+        started = v.get<int64_t>();
+      }
     } catch (const std::exception&) {
       // An unreadable lock still protects: treat it as started at 0, so
       // gc keeps every chunk until someone removes it.

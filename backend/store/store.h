@@ -3,7 +3,7 @@
 //
 // Objects (through an ObjectStore: a local directory, later RADOS):
 //   config.json                                      the store's StoreConfig
-//   chunks/<2 hex>/<64 hex>                          zstd frame of a chunk
+//   chunks/<2 hex>/<64 hex>                          a chunk (zstd or plain)
 //   backups/<uuid>/<checkpoint>/<disk>.manifest      every chunk of one disk
 //   backups/<uuid>/<checkpoint>/backup.json          the backup record
 // (<uuid>, <checkpoint> and <disk> pass through EncodeKeyComponent.)
@@ -49,7 +49,10 @@ namespace ckptfs {
 struct StoreConfig {
   uint32_t format = 1;               // layout version; this code reads 1
   uint32_t chunk_size = 256 * 1024;  // power of two, 4 KiB .. 16 MiB
-  std::string compression = "zstd";  // the only one
+  // "auto": a chunk is a zstd frame, or its plain bytes when zstd does not
+  // make it smaller (docs/FORMAT.md); "zstd": always a zstd frame (stores
+  // made before "auto" existed).
+  std::string compression = "auto";
   int zstd_level = 3;                // ZSTD_minCLevel() .. ZSTD_maxCLevel()
   bool operator==(const StoreConfig&) const = default;
 };

@@ -3,9 +3,7 @@
 // serialisation (round trips and every kind of corruption), backup listing,
 // StoreSource reads and extents, config handling and verification. Damage is
 // done to the object files directly, as a disk or a bad hand would.
-//
-// Set CKPTFS_STORE_BENCH=1 to print PutChunk/GetChunk throughput
-// (StoreTest.Throughput; no assertion on the numbers).
+// Throughput is measured by bench/store_bench, not here.
 #include "backend/store/store.h"
 
 #include <gtest/gtest.h>
@@ -134,8 +132,9 @@ bool HasTempFiles(const std::string& dir) {
   return false;
 }
 
-// An in-memory ObjectStore (the memenv of this module): isolates hashing and
-// compression from file system costs in the throughput check.
+// An in-memory ObjectStore (the memenv of this module): runs the Store over
+// the ObjectStore defaults (GetInto, PutDeferred) instead of the local
+// directory's own versions.
 class MemoryObjectStore : public ObjectStore {
  public:
   Status Put(const std::string& key, std::span<const std::byte> data) override {
@@ -611,13 +610,69 @@ TEST_F(StoreTest, CompressionShrinksCompressibleData) {
   ASSERT_TRUE(ref.ok());
   EXPECT_LT(stats.stored_bytes, kChunk / 10);
   EXPECT_EQ(fs::file_size(ChunkPath(*ref)), stats.stored_bytes);
-  // Random data cannot shrink; zstd stores it raw with a few bytes of frame.
-  auto random = store_->PutChunk(RandomBytes(4, kChunk), &stats);
+  // Random data cannot shrink: compression "auto" stores the plain bytes.
+  const Bytes noise = RandomBytes(4, kChunk);
+  auto random = store_->PutChunk(noise, &stats);
   ASSERT_TRUE(random.ok());
-  EXPECT_LT(stats.stored_bytes, kChunk + 64);
+  EXPECT_EQ(stats.stored_bytes, kChunk);
+  EXPECT_EQ(ReadFile(ChunkPath(*random)), noise);
   Bytes out(kChunk);
   ASSERT_TRUE(store_->GetChunk(*ref, out).ok());
   EXPECT_EQ(out, text);
+  ASSERT_TRUE(store_->GetChunk(*random, out).ok());
+  EXPECT_EQ(out, noise);
+  // A short last chunk that does not shrink is plain too.
+  const Bytes tail = RandomBytes(7, 1000);
+  auto short_ref = store_->PutChunk(tail, &stats);
+  ASSERT_TRUE(short_ref.ok());
+  EXPECT_EQ(stats.stored_bytes, 1000u);
+  Bytes short_out(1000);
+  ASSERT_TRUE(store_->GetChunk(*short_ref, short_out).ok());
+  EXPECT_EQ(short_out, tail);
+}
+
+TEST(StoreCompressionTest, ZstdStoresAlwaysWriteFramesAndBothKindsRead) {
+  // A store made with compression "zstd" (as every store was before "auto")
+  // keeps writing frames, also for random data, and reads them back; an
+  // "auto" store reads such frames too (a chunk copied between stores). The
+  // "auto" store here is in memory: the ObjectStore's default GetInto.
+  TempDir dir;
+  StoreConfig zc;
+  zc.chunk_size = 64 * 1024;
+  zc.compression = "zstd";
+  auto zs = Store::OpenLocal(dir / "z", true, zc);
+  ASSERT_TRUE(zs.ok()) << zs.status().ToString();
+  StoreConfig ac = zc;
+  ac.compression = "auto";
+  auto as = Store::Open(std::make_unique<MemoryObjectStore>(), true, ac);
+  ASSERT_TRUE(as.ok()) << as.status().ToString();
+  for (const Bytes& data : {RandomBytes(8, zc.chunk_size),
+                            CompressibleBytes(zc.chunk_size)}) {
+    Store::PutStats stats;
+    auto ref = (*zs)->PutChunk(data, &stats);
+    ASSERT_TRUE(ref.ok());
+    EXPECT_NE(stats.stored_bytes, data.size());  // a frame, never plain
+    const std::string key = Store::ChunkKey(ref->hash);
+    Bytes out(data.size());
+    ASSERT_TRUE((*zs)->GetChunk(*ref, out).ok());
+    EXPECT_EQ(out, data);
+    ASSERT_TRUE((*as)->objects().Put(key, ReadFile(dir / ("z/" + key))).ok());
+    std::fill(out.begin(), out.end(), std::byte{0});
+    ASSERT_TRUE((*as)->GetChunk(*ref, out).ok());
+    EXPECT_EQ(out, data);
+  }
+  const Bytes noise = RandomBytes(9, zc.chunk_size);
+  Store::PutStats stats;
+  auto plain = (*as)->PutChunk(noise, &stats);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(stats.stored_bytes, noise.size());
+  Bytes out(noise.size());
+  ASSERT_TRUE((*as)->GetChunk(*plain, out).ok());
+  EXPECT_EQ(out, noise);
+  StoreConfig bad = zc;
+  bad.compression = "lz4";
+  auto refused = Store::OpenLocal(dir / "b", true, bad);
+  EXPECT_EQ(refused.status().code(), Code::kInvalidArgument);
 }
 
 TEST_F(StoreTest, GetChunkNeverReturnsWrongBytes) {
@@ -666,6 +721,10 @@ TEST_F(StoreTest, GetChunkNeverReturnsWrongBytes) {
   expect_corrupt("foreign frame", "hash mismatch (store corrupt)");
   WriteFile(path, RandomBytes(6, 5000));
   expect_corrupt("garbage", "not a zstd frame");
+  WriteFile(path, RandomBytes(6, kChunk));
+  expect_corrupt("garbage of the chunk's size", "hash mismatch");
+  WriteFile(path, RandomBytes(6, 2 * kChunk));
+  expect_corrupt("garbage larger than the chunk", "not a zstd frame");
   WriteFile(path, {});
   expect_corrupt("empty", "store corrupt");
   WriteFile(path, std::span(good).first(good.size() / 2));
@@ -676,6 +735,18 @@ TEST_F(StoreTest, GetChunkNeverReturnsWrongBytes) {
   WriteFile(path, good);
   ASSERT_TRUE(store_->GetChunk(*ra, out).ok());
   EXPECT_EQ(out, a);
+
+  // A plain (incompressible) chunk: every flipped byte is a hash mismatch.
+  const std::string plain_path = ChunkPath(*rb);
+  ASSERT_EQ(fs::file_size(plain_path), kChunk);
+  for (size_t i = 0; i < kChunk; i += 997) {
+    Bytes bad = b;
+    bad[i] ^= std::byte{0x04};
+    WriteFile(plain_path, bad);
+    const Status st = store_->GetChunk(*rb, out);
+    ASSERT_EQ(st.code(), Code::kIoError) << "byte " << i;
+    EXPECT_NE(st.message().find("hash mismatch"), std::string::npos);
+  }
 }
 
 TEST_F(StoreTest, ConcurrentPutAndGet) {
@@ -1350,7 +1421,7 @@ TEST(StoreConfigTest, ReopenKeepsTheStoresConfig) {
   auto parsed = nlohmann::json::parse(AsText(ReadFile(dir / "s/config.json")));
   EXPECT_EQ(parsed["format"], 1);
   EXPECT_EQ(parsed["chunk_size"], 131072);
-  EXPECT_EQ(parsed["compression"], "zstd");
+  EXPECT_EQ(parsed["compression"], "auto");
   EXPECT_EQ(parsed["zstd_level"], 5);
 }
 
@@ -1467,71 +1538,6 @@ TEST_F(StoreTest, ReferencedChunksCoversEveryManifest) {
   // gc must stop rather than work from a partial answer.
   WriteFile(dir_ / Store::ManifestKey("uuid", "c2", "vda"), ToBytes("junk"));
   EXPECT_EQ(store_->ReferencedChunks().status().code(), Code::kIoError);
-}
-
-// ============================================================= throughput
-
-double MBps(uint64_t bytes, std::chrono::steady_clock::duration d) {
-  return bytes / 1e6 / std::chrono::duration<double>(d).count();
-}
-
-TEST(StoreBench, Throughput) {
-  if (std::getenv("CKPTFS_STORE_BENCH") == nullptr) {
-    GTEST_SKIP() << "set CKPTFS_STORE_BENCH=1 to measure";
-  }
-  constexpr uint64_t kTotal = 256ull << 20;
-  constexpr uint32_t kSize = 256 * 1024;
-  const Bytes random = RandomBytes(1, kTotal);
-  const Bytes text = CompressibleBytes(kTotal);
-  using Clock = std::chrono::steady_clock;
-
-  auto run = [&](const char* label, Store& store, const Bytes& data) {
-    std::vector<ChunkRef> refs;
-    uint64_t stored = 0;
-    auto t0 = Clock::now();
-    for (uint64_t off = 0; off < kTotal; off += kSize) {
-      Store::PutStats stats;
-      auto ref = store.PutChunk(std::span(data).subspan(off, kSize), &stats);
-      ASSERT_TRUE(ref.ok());
-      refs.push_back(*ref);
-      stored += stats.stored_bytes;
-    }
-    auto t1 = Clock::now();
-    for (uint64_t off = 0; off < kTotal; off += kSize) {
-      ASSERT_TRUE(store.PutChunk(std::span(data).subspan(off, kSize)).ok());
-    }
-    auto t2 = Clock::now();
-    Bytes out(kSize);
-    for (const ChunkRef& ref : refs) ASSERT_TRUE(store.GetChunk(ref, out).ok());
-    auto t3 = Clock::now();
-    std::printf(
-        "%-32s PutChunk new %7.0f MB/s (stored %5.1f%%)  PutChunk dup %7.0f "
-        "MB/s  GetChunk %7.0f MB/s\n",
-        label, MBps(kTotal, t1 - t0), 100.0 * stored / kTotal,
-        MBps(kTotal, t2 - t1), MBps(kTotal, t3 - t2));
-  };
-  StoreConfig config;
-  config.chunk_size = kSize;
-  {
-    auto store =
-        Store::Open(std::make_unique<MemoryObjectStore>(), true, config);
-    ASSERT_TRUE(store.ok());
-    run("memory objects, random data", **store, random);
-    run("memory objects, text data", **store, text);
-  }
-  TempDir dir;
-  {
-    auto store = Store::OpenLocal(dir / "s", true, config);
-    ASSERT_TRUE(store.ok());
-    run("local dir (fsync), random data", **store, random);
-  }
-  // Raw primitives for reference.
-  auto t0 = Clock::now();
-  for (uint64_t off = 0; off < kTotal; off += kSize) {
-    (void)Sha256(std::span(random).subspan(off, kSize));
-  }
-  std::printf("%-32s %7.0f MB/s\n", "SHA-256 alone",
-              MBps(kTotal, Clock::now() - t0));
 }
 
 }  // namespace
