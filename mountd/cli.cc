@@ -1,6 +1,7 @@
 #include "mountd/cli.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -48,9 +49,24 @@ Result<uint64_t> ParseSize(const std::string& text) {
 }
 
 Result<std::string> FindMount(const std::string& explicit_mount) {
-  if (!explicit_mount.empty()) return explicit_mount;
-  if (const char* env = std::getenv("CKPTFS_MOUNT"); env && *env) {
-    return std::string(env);
+  std::string named = explicit_mount;
+  if (const char* env = std::getenv("CKPTFS_MOUNT");
+      named.empty() && env && *env) {
+    named = env;
+  }
+  if (!named.empty()) {
+    // Say what is wrong with the directory rather than failing later on a
+    // control file that is not there.
+    struct stat st;
+    if (stat((named + "/control/status.json").c_str(), &st) != 0) {
+      if (errno != ENOENT && errno != ENOTDIR) {
+        return FromErrno(errno, "cannot reach the control directory of " +
+                                    named);
+      }
+      return NotFound(named +
+                      " is not a ckptfs mount (no control/status.json)");
+    }
+    return named;
   }
   std::ifstream mounts("/proc/mounts");
   std::string line;

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "cache/block_cache.h"
 #include "fs/fuse_mount.h"
 #include "mountd/cli.h"
 #include "mountd/daemon.h"
@@ -85,6 +86,13 @@ int Serve(const MountArgs& a, const std::function<void(const Status&)>& ready) {
     return 1;
   }
   o.cache_size = *size;
+  // Bad input changes nothing: refuse before the run dir is created.
+  if (const uint64_t min = BlockCacheOptions{}.block_size; *size < min) {
+    ready(InvalidArgument("--cache-size " + a.cache_size +
+                          " is below the minimum of " +
+                          std::to_string(min >> 20) + "M"));
+    return 1;
+  }
   auto lock = LockRunDir(a.run_dir);
   if (!lock.ok()) {
     ready(lock.status());
@@ -458,7 +466,16 @@ int main(int argc, char** argv) {
   prune->add_flag("-n,--dry-run", dry_run, "show what would go");
   add_store(prune);
 
-  CLI11_PARSE(app, argc, argv);
+  // Usage errors: one line on stderr and exit status 2, as other tools do.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("ckptfs: ") + e.what() + " (see ckptfs --help)\n";
+  });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);  // prints --help/--version, or the error
+    return rc == 0 ? 0 : 2;
+  }
 
   if (*ls) return StoreList(store_dir, ls_domain, json);
   if (*verify) return StoreVerify(store_dir);
