@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <thread>
 
 #include "backend/xml.h"
@@ -86,13 +87,28 @@ std::string TakeString(char* s) {
 
 }  // namespace
 
+// The handler behind a client's event registrations. Deliveries and
+// StopEvents() are serialised, so once StopEvents() returns the owner may go
+// away even while libvirt still dispatches an event of a connection that is
+// being closed.
+struct LibvirtEvents {
+  std::mutex mu;
+  LibvirtClient::EventHandler handler;  // guarded by mu; empty once stopped
+
+  void Deliver(const DomainEvent& e) {
+    std::lock_guard lock(mu);
+    if (handler) handler(e);
+  }
+};
+
 // One open connection plus its event registrations. Shared by in-flight
 // calls so a reconnect never closes a connection under a caller.
 struct LibvirtClient::Conn {
   virConnectPtr conn = nullptr;
   std::vector<int> callbacks;
   std::atomic<bool> closed{false};
-  LibvirtClient::EventHandler* handler = nullptr;
+  // The registrations' opaque pointer: lives as long as they do.
+  std::shared_ptr<LibvirtEvents> events;
 
   ~Conn() {
     for (int id : callbacks) virConnectDomainEventDeregisterAny(conn, id);
@@ -109,7 +125,7 @@ struct LibvirtClient::Conn {
 namespace {
 
 int OnLifecycle(virConnectPtr, virDomainPtr dom, int event, int, void* opaque) {
-  auto* handler = static_cast<LibvirtClient::EventHandler*>(opaque);
+  auto* events = static_cast<LibvirtEvents*>(opaque);
   DomainEvent::Kind kind = DomainEvent::Kind::kOther;
   switch (event) {
     case VIR_DOMAIN_EVENT_DEFINED:
@@ -128,14 +144,14 @@ int OnLifecycle(virConnectPtr, virDomainPtr dom, int event, int, void* opaque) {
     default:
       break;
   }
-  (*handler)({kind, virDomainGetName(dom)});
+  events->Deliver({kind, virDomainGetName(dom)});
   return 0;
 }
 
 void OnJobCompleted(virConnectPtr, virDomainPtr dom, virTypedParameterPtr, int,
                     void* opaque) {
-  auto* handler = static_cast<LibvirtClient::EventHandler*>(opaque);
-  (*handler)({DomainEvent::Kind::kJobCompleted, virDomainGetName(dom)});
+  static_cast<LibvirtEvents*>(opaque)->Deliver(
+      {DomainEvent::Kind::kJobCompleted, virDomainGetName(dom)});
 }
 
 void OnClose(virConnectPtr, int reason, void* opaque) {
@@ -146,9 +162,16 @@ void OnClose(virConnectPtr, int reason, void* opaque) {
 }  // namespace
 
 LibvirtClient::LibvirtClient(std::string uri, EventHandler on_event)
-    : uri_(std::move(uri)), on_event_(std::move(on_event)) {}
+    : uri_(std::move(uri)), events_(std::make_shared<LibvirtEvents>()) {
+  events_->handler = std::move(on_event);
+}
 
-LibvirtClient::~LibvirtClient() = default;
+LibvirtClient::~LibvirtClient() { StopEvents(); }
+
+void LibvirtClient::StopEvents() {
+  std::lock_guard lock(events_->mu);
+  events_->handler = nullptr;
+}
 
 Result<std::unique_ptr<LibvirtClient>> LibvirtClient::Connect(
     const std::string& uri, EventHandler on_event) {
@@ -170,7 +193,8 @@ Status LibvirtClient::Open() {
   // Keepalive notices a dead libvirtd within ~20 s even while idle.
   virConnectSetKeepAlive(conn->conn, 5, 3);
   virConnectRegisterCloseCallback(conn->conn, OnClose, &conn->closed, nullptr);
-  auto* handler = const_cast<EventHandler*>(&on_event_);
+  conn->events = events_;
+  void* handler = events_.get();
   int id = virConnectDomainEventRegisterAny(
       conn->conn, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
       VIR_DOMAIN_EVENT_CALLBACK(OnLifecycle), handler, nullptr);
@@ -197,9 +221,7 @@ Result<std::shared_ptr<LibvirtClient::Conn>> LibvirtClient::Get() {
     }
     conn = conn_;
   }
-  if (reconnected && on_event_) {
-    on_event_({DomainEvent::Kind::kReconnected, ""});
-  }
+  if (reconnected) events_->Deliver({DomainEvent::Kind::kReconnected, ""});
   return conn;
 }
 
@@ -270,6 +292,22 @@ Result<CheckpointInfo> LibvirtClient::GetCheckpoint(const std::string& domain,
   if (!c) return LibvirtError("checkpoint " + name + " of " + domain);
   return ParseCheckpointXml(
       TakeString(virDomainCheckpointGetXMLDesc(c.get(), 0)));
+}
+
+Result<std::vector<std::string>> LibvirtClient::UsableBitmaps(
+    const std::string& domain, const std::string& name) {
+  ASSIGN_OR_RETURN(auto conn, Get());
+  ASSIGN_OR_RETURN(DomainPtr d, conn->Lookup(domain));
+  CheckpointPtr c(virDomainCheckpointLookupByName(d.get(), name.c_str(), 0));
+  if (!c) return LibvirtError("checkpoint " + name + " of " + domain);
+  char* xml = virDomainCheckpointGetXMLDesc(
+      c.get(),
+      VIR_DOMAIN_CHECKPOINT_XML_SIZE | VIR_DOMAIN_CHECKPOINT_XML_NO_DOMAIN);
+  if (!xml) {
+    return LibvirtError("bitmaps of checkpoint " + name + " of " + domain);
+  }
+  ASSIGN_OR_RETURN(CheckpointInfo info, ParseCheckpointXml(TakeString(xml)));
+  return info.sized;
 }
 
 Result<std::optional<BackupJobInfo>> LibvirtClient::GetBackupJob(
@@ -343,10 +381,16 @@ Result<CheckpointInfo> ParseCheckpointXml(const std::string& xml) {
   info.parent = doc.Text("/domaincheckpoint/parent/name");
   info.creation_time = std::strtoll(
       doc.Text("/domaincheckpoint/creationTime", "0").c_str(), nullptr, 10);
+  // The tree shows it in milliseconds; strtoll saturates out-of-range text.
+  constexpr int64_t kMaxSeconds = std::numeric_limits<int64_t>::max() / 1000;
+  if (info.creation_time > kMaxSeconds || info.creation_time < -kMaxSeconds) {
+    return InvalidArgument("checkpoint XML with creationTime out of range");
+  }
   ASSIGN_OR_RETURN(auto disks, doc.Select("/domaincheckpoint/disks/disk"));
   for (const auto& d : disks) {
     if (d.Attr("checkpoint", "bitmap") == "bitmap") {
       info.disks.push_back(d.Attr("name"));
+      if (d.attrs.count("size")) info.sized.push_back(d.Attr("name"));
     }
   }
   info.xml = xml;
@@ -368,6 +412,7 @@ Result<BackupJobInfo> ParseBackupXml(const std::string& xml) {
     disk.backup = d.Attr("backup", "yes") == "yes";
     disk.export_name = d.Attr("exportname", disk.name);
     disk.export_bitmap = d.Attr("exportbitmap");
+    disk.backupmode = d.Attr("backupmode");
     disk.scratch = doc.Attr(
         "/domainbackup/disks/disk[" + std::to_string(i) + "]/scratch", "file");
     info.disks.push_back(std::move(disk));

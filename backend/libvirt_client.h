@@ -51,6 +51,9 @@ struct CheckpointInfo {
   std::string parent;              // "" for a root checkpoint
   int64_t creation_time = 0;       // seconds since the epoch
   std::vector<std::string> disks;  // targets that carry a bitmap
+  // Only in XML asked for with sizes (UsableBitmaps): the targets for which
+  // libvirt reported a size, i.e. whose bitmap it would use right now.
+  std::vector<std::string> sized;
   std::string xml;                 // full XML including the domain
 };
 
@@ -60,6 +63,7 @@ struct BackupJobInfo {
     bool backup = false;
     std::string export_name;
     std::string export_bitmap;  // "" for a full backup
+    std::string backupmode;     // "full" | "incremental" ("" = the job's)
     std::string scratch;
   };
   std::string mode;         // "pull" or "push"
@@ -68,6 +72,10 @@ struct BackupJobInfo {
   std::string incremental;  // base checkpoint, "" for full
   std::vector<Disk> disks;
 };
+
+// Where a client's events go: shared with the event registrations of every
+// connection, so a callback never sees freed memory. Defined in the .cc.
+struct LibvirtEvents;
 
 struct DomainEvent {
   enum class Kind {
@@ -97,6 +105,9 @@ class LibvirtClient {
 
   const std::string& uri() const { return uri_; }
   bool alive();
+  // No event handler call starts after this returns, and none is running:
+  // call it before the handler's owner goes away. Idempotent.
+  void StopEvents();
 
   Result<std::vector<DomainInfo>> ListDomains();
   Result<DomainInfo> GetDomain(const std::string& name);
@@ -105,6 +116,17 @@ class LibvirtClient {
       const std::string& domain);
   Result<CheckpointInfo> GetCheckpoint(const std::string& domain,
                                        const std::string& name);
+  // The disks of checkpoint `name` whose bitmap libvirt would accept as the
+  // base of an incremental backup now: present on the top image, persistent,
+  // recording and not inconsistent. QEMU flags a persistent bitmap "in use"
+  // in the qcow2 while it has the image open read-write; one still flagged
+  // when the image is opened again (QEMU was killed, not stopped) loads as
+  // inconsistent, and libvirt refuses it ("missing or broken bitmap"). Asks
+  // for the checkpoint XML with sizes (VIR_DOMAIN_CHECKPOINT_XML_SIZE),
+  // which libvirt fills in exactly for those disks. REQUIRES: the domain
+  // runs (kInvalidArgument otherwise).
+  Result<std::vector<std::string>> UsableBitmaps(const std::string& domain,
+                                                 const std::string& name);
   // The domain's running backup job, or nullopt when it has none.
   Result<std::optional<BackupJobInfo>> GetBackupJob(const std::string& domain);
   Status BeginBackup(const std::string& domain, const std::string& backup_xml,
@@ -120,7 +142,7 @@ class LibvirtClient {
   Status Open();
 
   const std::string uri_;
-  const EventHandler on_event_;
+  const std::shared_ptr<LibvirtEvents> events_;
   std::mutex mu_;  // guards conn_ and serialises reconnects
   std::shared_ptr<Conn> conn_;
   bool reconnected_once_ = false;

@@ -12,6 +12,8 @@
 
 namespace ckptfs {
 
+struct FuseSession;  // fuse_ops.cc: what the FUSE callbacks reach
+
 struct FuseOptions {
   std::string mountpoint;
   bool allow_other = false;
@@ -37,7 +39,8 @@ class FuseMount {
   void Unmount();
 
  private:
-  FuseMount() = default;
+  FuseMount();
+  std::unique_ptr<FuseSession> session_;
   struct fuse* fuse_ = nullptr;
   bool mounted_ = false;
   std::string mountpoint_;

@@ -15,17 +15,33 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
+#include <unordered_set>
 
 #include "fs/fuse_mount.h"
 
 namespace ckptfs {
+
+// The FUSE callbacks' view of their mount (the private_data of fuse_new):
+// the filesystem, and the handles open on it. The kernel drops RELEASE
+// requests still queued when the connection ends (close() returns before the
+// daemon reads its RELEASE; an unmount or an aborted connection right after
+// loses it), so the handles left when the mount goes are freed with it.
+struct FuseSession {
+  Filesystem* fs = nullptr;
+  std::mutex mu;
+  std::unordered_set<FileHandle*> open;  // guarded by mu
+};
+
 namespace {
 
-Filesystem* Fs() {
-  return static_cast<Filesystem*>(fuse_get_context()->private_data);
+FuseSession* Session() {
+  return static_cast<FuseSession*>(fuse_get_context()->private_data);
 }
+
+Filesystem* Fs() { return Session()->fs; }
 
 FileHandle* Handle(const fuse_file_info* fi) {
   return reinterpret_cast<FileHandle*>(fi->fh);
@@ -110,11 +126,19 @@ int OpOpen(const char* path, fuse_file_info* fi) {
   std::unique_ptr<FileHandle> h = std::move(r).value();
   fi->keep_cache = h->keep_cache();
   fi->direct_io = h->direct_io();
-  fi->fh = reinterpret_cast<uint64_t>(h.release());
+  FuseSession* s = Session();
+  std::lock_guard lock(s->mu);
+  fi->fh = reinterpret_cast<uint64_t>(h.get());
+  s->open.insert(h.release());
   return 0;
 }
 
 int OpRelease(const char*, fuse_file_info* fi) {
+  FuseSession* s = Session();
+  {
+    std::lock_guard lock(s->mu);
+    s->open.erase(Handle(fi));
+  }
   delete Handle(fi);
   return 0;
 }
@@ -255,7 +279,11 @@ Result<std::unique_ptr<FuseMount>> FuseMount::Mount(
   static const fuse_operations ops = MakeOps();
   std::unique_ptr<FuseMount> m(new FuseMount());
   m->max_threads_ = options.max_threads;
-  m->fuse_ = fuse_new(&args, &ops, sizeof(ops), fs);
+  m->session_->fs = fs;
+  m->fuse_ = fuse_new(&args, &ops, sizeof(ops), m->session_.get());
+  // fuse_new re-allocates args while it parses them (fuse_opt_parse) and
+  // keeps copies of what it needs; the rest is ours to free.
+  fuse_opt_free_args(&args);
   if (!m->fuse_) return InvalidArgument("fuse_new failed (bad FUSE options)");
   if (fuse_mount(m->fuse_, options.mountpoint.c_str()) != 0) {
     return Status(Code::kIoError,
@@ -269,11 +297,15 @@ Result<std::unique_ptr<FuseMount>> FuseMount::Mount(
   return m;
 }
 
+FuseMount::FuseMount() : session_(std::make_unique<FuseSession>()) {}
+
 FuseMount::~FuseMount() {
   if (fuse_) {
     if (mounted_) fuse_unmount(fuse_);
     fuse_destroy(fuse_);
   }
+  // No callback runs any more; these never got their RELEASE.
+  for (FileHandle* h : session_->open) delete h;
 }
 
 Status FuseMount::Run() {

@@ -2,11 +2,15 @@
 
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <set>
 #include <string_view>
@@ -289,8 +293,10 @@ int64_t ParseIsoMs(const std::string& s) {
   using namespace std::chrono;
   year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)},
                      day{static_cast<unsigned>(d)}};
+  // No leap second: IsoTime never writes one, and 23:59:60 of the last
+  // representable day would read as a time IsoTime renders out of range.
   if (!ymd.ok() || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 ||
-      sec > 60) {
+      sec > 59) {
     return 0;
   }
   auto tp = sys_days{ymd} + hours{h} + minutes{mi} + seconds{sec};
@@ -309,6 +315,11 @@ Job JobFromJson(const nlohmann::json& j) {
   job.checkpoint = JsonStr(j, "checkpoint");
   job.mode = JsonStr(j, "mode");
   job.base = JsonStr(j, "base");
+  if (auto it = j.find("full_disks"); it != j.end() && it->is_array()) {
+    for (const auto& d : *it) {
+      if (d.is_string()) job.full_disks.push_back(d.get<std::string>());
+    }
+  }
   if (auto state = JsonStr(j, "state"); !state.empty()) job.state = state;
   job.error = JsonStr(j, "error");
   job.code = JsonStr(j, "code");
@@ -322,13 +333,56 @@ Job JobFromJson(const nlohmann::json& j) {
   return job;
 }
 
+std::vector<std::pair<uint64_t, uint64_t>> ChangesFromJson(
+    std::string_view text) {
+  const auto j = nlohmann::json::parse(text, nullptr,
+                                       /*allow_exceptions=*/false);
+  if (!j.is_array()) return {};
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (const auto& e : j) {
+    // Only what the catalog writes: get<uint64_t>() would convert a
+    // negative or fractional number, and one beyond 2^64 is undefined
+    // behaviour.
+    if (!e.is_array() || e.size() != 2 || !e[0].is_number_unsigned() ||
+        !e[1].is_number_unsigned()) {
+      return {};
+    }
+    out.emplace_back(e[0].get<uint64_t>(), e[1].get<uint64_t>());
+  }
+  return out;
+}
+
 Catalog::Catalog(std::string path, sqlite3* db)
     : path_(std::move(path)), db_(db) {}
 
 Catalog::~Catalog() { sqlite3_close_v2(db_); }
 
+Result<std::unique_ptr<Catalog>> Catalog::OpenOrReplaceCorrupt(
+    const std::string& path, std::string* moved_to) {
+  moved_to->clear();
+  auto catalog = Open(path);
+  if (catalog.ok() ||
+      catalog.status().message().rfind(ReindexHint(path), 0) != 0) {
+    return catalog;
+  }
+  std::string aside = path + ".corrupt-" + CompactTime(NowMs());
+  for (int i = 2; access(aside.c_str(), F_OK) == 0; ++i) {
+    aside = path + ".corrupt-" + CompactTime(NowMs()) + "-" + std::to_string(i);
+  }
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    if (std::rename((path + suffix).c_str(), (aside + suffix).c_str()) != 0 &&
+        errno != ENOENT) {
+      return FromErrno(errno, "cannot move the corrupt catalog " + path +
+                                  " aside to " + aside);
+    }
+  }
+  *moved_to = aside;
+  return Open(path);
+}
+
 Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path) {
   sqlite3* db = nullptr;
+  const bool created = access(path.c_str(), F_OK) != 0 && errno == ENOENT;
   // NOMUTEX: the Catalog's own mutex serialises use of the connection.
   int rc = sqlite3_open_v2(path.c_str(), &db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
@@ -338,6 +392,12 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path) {
     Status st = SqlError(db, rc, path, "open");
     sqlite3_close_v2(db);
     return st;
+  }
+  // It holds domain XML and job records: owner-only, like the store's
+  // objects (SQLite gives its -wal and -shm files the same mode).
+  if (created && chmod(path.c_str(), 0600) != 0) {
+    spdlog::warn("catalog {}: cannot make it owner-only: {}", path,
+                 std::strerror(errno));
   }
   std::unique_ptr<Catalog> cat(new Catalog(path, db));
   sqlite3_busy_timeout(db, kBusyTimeoutMs);
@@ -569,14 +629,7 @@ Result<std::vector<BackupRecord>> Catalog::QueryBackupsLocked(
     d.allocated = s.UInt(11);
     d.source = s.Text(12);
     d.bytes_read = s.UInt(13);
-    try {
-      d.changes = nlohmann::json::parse(s.Text(14))
-                      .get<std::vector<std::pair<uint64_t, uint64_t>>>();
-    } catch (const std::exception&) {
-      // The store's record holds the authoritative list; the index only
-      // mirrors it. A damaged value reads as no changes.
-      d.changes.clear();
-    }
+    d.changes = ChangesFromJson(s.Text(14));
     out.back().disks.push_back(std::move(d));
   }
   return out;
@@ -641,7 +694,9 @@ Result<std::vector<Catalog::DomainRow>> Catalog::ListDomains() {
 
 Status Catalog::PutJob(const Job& job) {
   if (job.id.empty()) return InvalidArgument("job record without an id");
-  std::string json = JobToJson(job).dump();
+  // Error texts may quote bytes that are not UTF-8; a strict dump throws.
+  std::string json = JobToJson(job).dump(
+      -1, ' ', false, nlohmann::json::error_handler_t::replace);
   std::lock_guard lock(mu_);
   ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db_, path_, R"sql(
 INSERT INTO jobs(id, kind, domain, state, created_ms, started_ms, ended_ms,

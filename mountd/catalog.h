@@ -42,6 +42,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "backend/status.h"
@@ -65,6 +67,14 @@ class Catalog {
   // corrupt -> kIoError naming the path and suggesting `ckptfs reindex`;
   // cannot create/open -> kIoError or kPermission.
   static Result<std::unique_ptr<Catalog>> Open(const std::string& path);
+  // Open, except that a file that is not an SQLite database or is corrupt is
+  // moved aside (with its -wal and -shm) to "<path>.corrupt-<UTC time>" and
+  // a new, empty catalog takes its place; *moved_to names the moved file (""
+  // if none was). The store is the source of truth, so the caller rebuilds
+  // the backup rows from it (ReplaceBackups); the job history stays in the
+  // moved file.
+  static Result<std::unique_ptr<Catalog>> OpenOrReplaceCorrupt(
+      const std::string& path, std::string* moved_to);
 
   ~Catalog();
   Catalog(const Catalog&) = delete;
@@ -146,5 +156,12 @@ class Catalog {
 // Parses a record written by JobToJson. Tolerant: missing or mistyped
 // fields keep Job's defaults; times have second precision.
 Job JobFromJson(const nlohmann::json& j);
+
+// Parses a manifest row's changes column, JSON [[offset, length], ...] as
+// the catalog writes it. Tolerant: the store's record holds the
+// authoritative list and the catalog only mirrors it, so a damaged value
+// reads as no changes.
+std::vector<std::pair<uint64_t, uint64_t>> ChangesFromJson(
+    std::string_view text);
 
 }  // namespace ckptfs

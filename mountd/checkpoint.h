@@ -22,6 +22,10 @@ struct CheckpointDisk {
   std::vector<Extent> extents;
   // Extents changed since the base, and their <disk>.changes text.
   std::vector<std::pair<uint64_t, uint64_t>> changed;
+  // Live only: exported without a base, so `changed` is its allocation; also
+  // set in a checkpoint that has a base when this disk's bitmap of it was
+  // missing or inconsistent (a backup then copies the disk in full).
+  bool full = false;
   std::string changes;
   std::shared_ptr<ImageSource> image;  // cached stack over the source
   // Live only: the export without the cache, for a backup's bulk copy (it

@@ -1,12 +1,51 @@
 #include "mountd/control.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <set>
 
 namespace ckptfs {
 namespace {
 
 bool IsSpace(char c) { return c == ' ' || c == '\t'; }
+
+// Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
+bool IsUtf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    uint32_t cp = 0, min = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      n = 1;
+      cp = c & 0x1f;
+      min = 0x80;
+    } else if ((c & 0xf0) == 0xe0) {
+      n = 2;
+      cp = c & 0x0f;
+      min = 0x800;
+    } else if ((c & 0xf8) == 0xf0) {
+      n = 3;
+      cp = c & 0x07;
+      min = 0x10000;
+    } else {
+      return false;
+    }
+    if (s.size() - i <= n) return false;
+    for (size_t k = 1; k <= n; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = cp << 6 | (cc & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+      return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
 
 std::vector<std::string_view> SplitWords(std::string_view s) {
   std::vector<std::string_view> words;
@@ -20,6 +59,8 @@ std::vector<std::string_view> SplitWords(std::string_view s) {
   return words;
 }
 
+}  // namespace
+
 Status ValidateDiskName(std::string_view disk) {
   if (disk.empty() || disk.size() > 32 ||
       !std::all_of(disk.begin(), disk.end(), [](char c) {
@@ -30,8 +71,6 @@ Status ValidateDiskName(std::string_view disk) {
   }
   return Status::Ok();
 }
-
-}  // namespace
 
 std::string_view KindName(RequestKind kind) {
   switch (kind) {
@@ -54,12 +93,14 @@ Status ValidateCheckpointName(std::string_view name) {
   if (name.front() == '.') {
     return InvalidArgument("checkpoint name must not start with '.'");
   }
+  // libvirt's rule (domaincheckpoint.rng): anything else it refuses when
+  // the backup job begins, after the request was accepted.
   for (char c : name) {
-    auto u = static_cast<unsigned char>(c);
-    if (u <= 0x20 || u >= 0x7f || c == '/' || c == '\\') {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+    if (!ok) {
       return InvalidArgument(
-          "checkpoint name may hold printable ASCII only, no '/', '\\' or "
-          "spaces");
+          "checkpoint name may hold letters, digits, '_', '-' and '.' only");
     }
   }
   if (name == "latest") {
@@ -110,6 +151,12 @@ Result<Request> ParseRequest(RequestKind kind, std::string_view line) {
     if ((u < 0x20 && c != '\t') || u == 0x7f) {
       return InvalidArgument("request holds control or binary characters");
     }
+  }
+  // The request's words go into the JSON reply and job record, and JSON
+  // holds only UTF-8: nlohmann::json throws on anything else, which would
+  // end the daemon.
+  if (!IsUtf8(line)) {
+    return InvalidArgument("request is not UTF-8 text");
   }
   std::vector<std::string_view> words = SplitWords(line);
   if (words.empty()) {

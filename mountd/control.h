@@ -34,11 +34,13 @@ inline constexpr size_t kMaxNameLength = 64;
 // Parses one request line (a single trailing newline is allowed).
 Result<Request> ParseRequest(RequestKind kind, std::string_view line);
 
-// Checkpoint names: 1..64 printable ASCII characters, none of '/', '\\',
-// whitespace or control characters, no leading '.', not "latest".
+// Checkpoint names: 1..64 of [A-Za-z0-9_.-] (what libvirt accepts), no
+// leading '.', not "latest".
 Status ValidateCheckpointName(std::string_view name);
 // Domain names as libvirt allows them, but safe as a directory name.
 Status ValidateDomainName(std::string_view name);
+// Disk targets: 1..32 of [a-z0-9] (vda, sdb, hdc, xvda).
+Status ValidateDiskName(std::string_view disk);
 
 // A printable, bounded copy of a request line for job records and logs.
 std::string SanitizeForRecord(std::string_view line);

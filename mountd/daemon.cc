@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "version.h"
@@ -142,8 +144,16 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
         self->OnEvent(e);
       }));
   ASSIGN_OR_RETURN(d->store_, Store::OpenLocal(options.store_dir, true));
+  // The catalog is an index of the store: a corrupt one is moved aside and
+  // rebuilt by the reconcile below rather than keep the mount down.
+  std::string moved_to;
   ASSIGN_OR_RETURN(d->catalog_,
-                   Catalog::Open(options.store_dir + "/catalog.db"));
+                   Catalog::OpenOrReplaceCorrupt(
+                       options.store_dir + "/catalog.db", &moved_to));
+  if (!moved_to.empty()) {
+    spdlog::warn("catalog {}/catalog.db was corrupt: moved it aside to {}",
+                 options.store_dir, moved_to);
+  }
   RETURN_IF_ERROR(d->ReconcileCatalog());
   d->RemoveStaleLocks();
   d->stored_ =
@@ -187,6 +197,9 @@ void Daemon::Shutdown() {
     }
     for (auto& b : backups) b.thread.join();
     if (exports_) exports_->EndAll();
+    // Ending the exports fires job-completed events: none may reach this
+    // object once its members start being destroyed.
+    if (libvirt_) libvirt_->StopEvents();
   });
 }
 
@@ -252,7 +265,7 @@ void Daemon::RefreshLoop() {
     std::deque<DomainEvent> batch;
     batch.swap(events_);
     lock.unlock();
-    bool reload = false, resync = false;
+    bool reload = false, resync = false, reconnected = false;
     for (const auto& e : batch) {
       using K = DomainEvent::Kind;
       switch (e.kind) {
@@ -271,7 +284,7 @@ void Daemon::RefreshLoop() {
           resync = true;
           break;
         case K::kReconnected:
-          reload = resync = true;
+          reload = resync = reconnected = true;
           break;
         case K::kOther:
           break;
@@ -283,14 +296,21 @@ void Daemon::RefreshLoop() {
       reload = true;
     }
     if (resync) exports_->Resync();
+    // Jobs of exports that ended while libvirt was unreachable.
+    exports_->RetryEnds();
     if (batch.empty()) {
       // Every few seconds: pick up store changes made by the CLI (prune,
       // reindex) through the shared catalog.
       Status st = stored_->Refresh();
       if (!st.ok()) spdlog::warn("catalog: {}", st.ToString());
+      // Every request leaves a job record in the catalog: keep the newest,
+      // so a flood of requests cannot grow it without bound.
+      st = catalog_->PruneJobs(10 * JobTable::kMaxJobs);
+      if (!st.ok()) spdlog::warn("catalog: {}", st.ToString());
       if (!reload) Publish();
     }
     if (reload) ReloadDomains();
+    if (reconnected) libvirt_resyncs_.fetch_add(1);
     lock.lock();
   }
 }
@@ -450,7 +470,11 @@ Daemon::Reply Daemon::Submit(RequestKind kind, std::string_view line) {
   }
   Publish();
   job = jobs_.Get(id);
-  return {st, JobResponse(*job).dump() + "\n"};
+  // Error texts may quote bytes that are not UTF-8 (a store path, a libvirt
+  // message): a strict dump would throw, and nothing would catch it.
+  return {st, JobResponse(*job).dump(-1, ' ', false,
+                                     nlohmann::json::error_handler_t::replace) +
+                  "\n"};
 }
 
 void Daemon::FinishJob(const std::string& id, const Status& st,
@@ -495,35 +519,98 @@ void Daemon::RemoveStaleLocks() {
     if (name.rfind(prefix, 0) != 0) continue;
     const pid_t pid = std::atoi(name.c_str() + prefix.size());
     if (pid > 0 && kill(pid, 0) == 0) continue;
+    // The backup it names never completed if it has no record: its
+    // manifests would pin chunks against gc and look like damage to verify.
+    const size_t at = name.find('@');
+    const size_t slash = name.find('/', at);
+    if (at != std::string::npos && slash != std::string::npos) {
+      BackupRecord partial;
+      partial.domain_uuid = name.substr(at + 1, slash - at - 1);
+      partial.checkpoint = name.substr(slash + 1);
+      auto record = store_->GetBackup(partial.domain_uuid, partial.checkpoint);
+      if (!record.ok() && record.status().code() == Code::kNotFound &&
+          store_->DeleteBackup(partial).ok()) {
+        spdlog::warn("removed the incomplete backup {} of a stopped daemon",
+                     name.substr(at + 1));
+      }
+    }
     spdlog::info("removing the store lock of a stopped backup: {}", name);
     (void)store_->DeleteLock(name);
   }
 }
 
-std::string Daemon::ChooseBase(const DomainInfo& domain,
-                               const std::vector<std::string>& disks,
-                               const std::vector<CheckpointInfo>& cps) {
+BaseChoice Daemon::ChooseBase(const DomainInfo& domain,
+                              const std::vector<std::string>& disks,
+                              const std::vector<CheckpointInfo>& cps) {
+  // Each probe asks libvirt (and QEMU) once; after a killed QEMU every
+  // bitmap of a disk is unusable, so looking further back finds nothing.
+  constexpr int kMaxProbes = 8;
   auto backups = catalog_->ListBackups(domain.uuid);
-  if (!backups.ok()) return "";
-  // Newest first: the first backup whose checkpoint libvirt still has with
-  // a bitmap on every selected disk, and that covers those disks.
+  if (!backups.ok()) return {};
+  // Newest first: the first backup whose checkpoint libvirt still has, with
+  // a bitmap libvirt can use on every selected disk (not deleted, not left
+  // inconsistent by a killed QEMU), and that covers those disks. Failing
+  // that, the newest one usable on some disks: the others are copied full.
+  std::optional<BaseChoice> partial;
+  int probes = 0;
   for (auto it = backups->rbegin(); it != backups->rend(); ++it) {
     auto cp = std::find_if(cps.begin(), cps.end(), [&](const auto& c) {
       return c.name == it->checkpoint;
     });
     if (cp == cps.end()) continue;
-    bool ok = true;
+    // A checkpoint deleted and created again under the same name has a
+    // bitmap that started after the backup's point in time: never a base.
+    if (cp->creation_time != it->created) continue;
+    auto in_backup = [&](const std::string& d) {
+      return std::any_of(it->disks.begin(), it->disks.end(),
+                         [&](const auto& bd) { return bd.name == d; });
+    };
+    if (std::none_of(disks.begin(), disks.end(), in_backup)) continue;
+    if (++probes > kMaxProbes) break;
+    const auto unusable = UnusableBitmaps(*libvirt_, domain.name, *cp, disks);
+    BaseChoice choice{it->checkpoint, {}};
     for (const auto& d : disks) {
-      bool in_bitmaps =
-          std::find(cp->disks.begin(), cp->disks.end(), d) != cp->disks.end();
-      bool in_backup =
-          std::any_of(it->disks.begin(), it->disks.end(),
-                      [&](const auto& bd) { return bd.name == d; });
-      ok &= in_bitmaps && in_backup;
+      if (!in_backup(d) || std::find(unusable.begin(), unusable.end(), d) !=
+                               unusable.end()) {
+        choice.full.push_back(d);
+      }
     }
-    if (ok) return it->checkpoint;
+    if (choice.full.empty()) return choice;
+    if (!partial && choice.full.size() < disks.size()) partial = choice;
   }
-  return "";
+  return partial.value_or(BaseChoice{});
+}
+
+Status Daemon::ExplainBackupFailure(const std::string& domain,
+                                    const Status& st) {
+  // Export failures are I/O errors; the store's own (no space, permission)
+  // and a cancel explain themselves.
+  if (st.code() != Code::kIoError) return st;
+  const std::string after =
+      ": nothing was stored; the next backup starts from the last complete "
+      "one";
+  // libvirt learns that QEMU died a moment after the NBD socket closed.
+  for (int i = 0; i < 15; ++i) {
+    auto dom = libvirt_->GetDomain(domain);
+    if (!dom.ok()) {
+      if (dom.status().code() != Code::kNotFound) return st;
+      return st.Annotate("domain " + domain +
+                         " was undefined while the backup ran" + after);
+    }
+    if (!dom->active) {
+      return st.Annotate("domain " + domain +
+                         " stopped while the backup ran (QEMU exited)" +
+                         after);
+    }
+    auto job = libvirt_->GetBackupJob(domain);
+    if (job.ok() && !job->has_value()) {
+      return st.Annotate("the backup job of " + domain +
+                         " ended while the backup ran (virsh domjobabort?)" +
+                         after);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return st;
 }
 
 Status Daemon::StartBackup(const Request& req, const std::string& job_id,
@@ -564,7 +651,7 @@ Status Daemon::StartBackup(const Request& req, const std::string& job_id,
         }
       }
       ASSIGN_OR_RETURN(auto cps, libvirt_->ListCheckpoints(domain));
-      if (ChooseBase(dom, targets, cps).empty()) {
+      if (ChooseBase(dom, targets, cps).checkpoint.empty()) {
         return InvalidArgument(
             "mode=incremental: domain " + domain +
             " has no complete backup whose checkpoint bitmaps libvirt still "
@@ -575,6 +662,7 @@ Status Daemon::StartBackup(const Request& req, const std::string& job_id,
     creq.kind = RequestKind::kCheckpoint;
     creq.domain = domain;
     creq.name = req.name;
+    creq.mode = req.mode;  // mode=full: no base, .changes is the allocation
     ASSIGN_OR_RETURN(view, exports_->CreateCheckpoint(creq, job_id, true));
     created = true;
   }
@@ -597,11 +685,25 @@ Status Daemon::StartBackup(const Request& req, const std::string& job_id,
     j.checkpoint = view->name;
     j.mode = base ? "incremental" : "full";
     j.base = base ? base->checkpoint : "";
+    j.full_disks.clear();
+    if (base) {
+      for (const auto& d : view->disks) {
+        if (d->full) j.full_disks.push_back(d->target);
+      }
+    }
   });
   exports_->SetState(domain, "backing-up");
 
-  // Announce the running backup to gc before any chunk is reused.
-  const std::string lock_name = LockPrefix() + job_id;
+  // Announce the running backup to gc before any chunk is reused. The lock
+  // names the backup, so that a daemon started after this one was killed
+  // removes what it left (RemoveStaleLocks); unless that would not fit a
+  // file name.
+  std::string lock_name = LockPrefix() + job_id;
+  if (const std::string named =
+          lock_name + "@" + BackupId(dom.uuid, view->name);
+      EncodeKeyComponent(named).size() <= 255) {
+    lock_name = named;
+  }
   Status ls = store_->PutLock(lock_name, NowMs() / 1000);
   if (!ls.ok()) {
     if (created) (void)exports_->End(domain, view->name);
@@ -626,7 +728,7 @@ Status Daemon::StartBackup(const Request& req, const std::string& job_id,
     auto record = runner_->Run(plan, cancel_backups_);
     Status us = store_->DeleteLock(lock_name);
     if (!us.ok()) spdlog::warn("{}", us.ToString());
-    Status st = record.status();
+    Status st = ExplainBackupFailure(domain, record.status());
     if (st.ok()) {
       Status rs = stored_->Refresh();
       if (!rs.ok()) spdlog::warn("{}", rs.ToString());
@@ -655,7 +757,10 @@ Status Daemon::StartBackup(const Request& req, const std::string& job_id,
 std::string Daemon::JobJson(const std::string& id) const {
   auto job = jobs_.Get(id);
   if (!job) return "{}\n";
-  return JobToJson(*job).dump(2) + "\n";
+  // Not UTF-8 in an error text: see Submit().
+  return JobToJson(*job).dump(2, ' ', false,
+                              nlohmann::json::error_handler_t::replace) +
+         "\n";
 }
 
 std::string Daemon::StatusJson() const {
@@ -676,6 +781,7 @@ std::string Daemon::StatusJson() const {
       {"mountpoint", options_.mountpoint},
       {"connect", options_.connect_uri},
       {"libvirt_connected", libvirt_->alive()},
+      {"libvirt_reconnects", libvirt_resyncs_.load()},
       {"run_dir", options_.run_dir},
       {"store", options_.store_dir},
       {"started", IsoTime(started_)},

@@ -4,8 +4,9 @@
 //
 // Threads: FUSE workers call the Filesystem methods and Submit(); the
 // libvirt event thread only queues events; one refresher thread applies them
-// (re-lists domains, drops exports whose job or domain went away) and
-// reconnects to libvirt after it restarts. The tree is an immutable snapshot
+// (re-lists domains, drops exports whose job or domain went away),
+// reconnects to libvirt after it restarts and ends the jobs of exports that
+// ended while libvirt was unreachable. The tree is an immutable snapshot
 // swapped under tree_mu_ (held only for the pointer copy).
 #pragma once
 
@@ -80,9 +81,12 @@ class Daemon : public Filesystem {
   // returns; `async` is set when the job goes on after the reply.
   Status StartBackup(const Request& req, const std::string& job_id,
                      bool* async);
-  std::string ChooseBase(const DomainInfo& domain,
-                         const std::vector<std::string>& disks,
-                         const std::vector<CheckpointInfo>& checkpoints);
+  BaseChoice ChooseBase(const DomainInfo& domain,
+                        const std::vector<std::string>& disks,
+                        const std::vector<CheckpointInfo>& checkpoints);
+  // Why a backup's export failed, when libvirt can tell (QEMU gone, job
+  // ended behind our back); `st` otherwise.
+  Status ExplainBackupFailure(const std::string& domain, const Status& st);
   void FinishJob(const std::string& id, const Status& st,
                  const std::string& fail_state);
   Status ReconcileCatalog();
@@ -103,6 +107,8 @@ class Daemon : public Filesystem {
   std::unique_ptr<StoredCheckpoints> stored_;
   std::unique_ptr<BackupRunner> runner_;
   std::atomic<bool> cancel_backups_{false};
+  // Reconnects to libvirt after which the tree and exports were resynced.
+  std::atomic<uint64_t> libvirt_resyncs_{0};
   std::mutex backups_mu_;
   struct BackupThread {
     std::thread thread;

@@ -59,6 +59,24 @@ bool Contains(const std::vector<std::string>& v, const std::string& s) {
 
 }  // namespace
 
+std::vector<std::string> UnusableBitmaps(LibvirtClient& libvirt,
+                                         const std::string& domain,
+                                         const CheckpointInfo& cp,
+                                         const std::vector<std::string>& disks) {
+  auto usable = libvirt.UsableBitmaps(domain, cp.name);
+  if (!usable.ok()) {
+    spdlog::warn("{}: cannot check the bitmaps of checkpoint {}: {}", domain,
+                 cp.name, usable.status().ToString());
+  }
+  std::vector<std::string> out;
+  for (const auto& d : disks) {
+    if (!Contains(cp.disks, d) || (usable.ok() && !Contains(*usable, d))) {
+      out.push_back(d);
+    }
+  }
+  return out;
+}
+
 LiveExports::LiveExports(LibvirtClient& libvirt, BlockCache& cache,
                          JobTable& jobs, ExportOptions options,
                          std::function<void()> on_change)
@@ -150,7 +168,54 @@ Status LiveExports::End(const std::string& domain, const std::string& name) {
     }
     live = it->second;
   }
-  return EndExport(domain, live);
+  Status st = EndExport(domain, live);
+  if (!st.ok()) {
+    // libvirt is unreachable (or refused): the data is elsewhere now (the
+    // store) or the export is not wanted any more, so the checkpoint leaves
+    // the tree; the job is ended as soon as libvirt answers.
+    std::lock_guard lock(mu_);
+    auto it = live_.find(domain);
+    if (it != live_.end() && it->second.view == live.view) live_.erase(it);
+    ending_[domain] = live;
+  }
+  if (!st.ok()) on_change_();
+  return st;
+}
+
+void LiveExports::RetryEnds() {
+  std::map<std::string, Live> pending;
+  {
+    std::lock_guard lock(mu_);
+    pending = ending_;
+  }
+  for (const auto& [domain, live] : pending) {
+    DomainClaim claim(*this, domain);
+    if (!claim.Acquire().ok()) continue;  // a request works on it: later
+    {
+      std::lock_guard lock(mu_);
+      auto it = ending_.find(domain);
+      if (it == ending_.end() || it->second.view != live.view) continue;
+    }
+    auto job = libvirt_.GetBackupJob(domain);
+    Status st;
+    if (job.ok() && job->has_value() && (*job)->socket == live.socket) {
+      st = libvirt_.AbortJob(domain);
+    } else if (!job.ok() && job.status().code() != Code::kNotFound) {
+      st = job.status();
+    }
+    if (!st.ok()) {
+      spdlog::debug("{}: export of {} not ended yet: {}", domain,
+                    live.view->name, st.ToString());
+      continue;
+    }
+    {
+      std::lock_guard lock(mu_);
+      auto it = ending_.find(domain);
+      if (it != ending_.end() && it->second.view == live.view) ending_.erase(it);
+    }
+    CleanDomainDir(live.dir);
+    spdlog::info("{}: export of {} ended (deferred)", domain, live.view->name);
+  }
 }
 
 Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
@@ -219,6 +284,9 @@ Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
     std::lock_guard lock(mu_);
     auto it = live_.find(domain);
     if (it != live_.end()) old = it->second;
+    // An export whose end was deferred is ended below as a stale one; the
+    // retry must not end the new job (same socket path).
+    ending_.erase(domain);
   }
   if (running && !IsOurSocket(running->socket)) {
     return Busy("domain " + domain +
@@ -243,17 +311,35 @@ Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
     RETURN_IF_ERROR(libvirt_.AbortJob(domain));
   }
 
-  // Base: the newest checkpoint with a complete backup (libvirt merges the
-  // bitmaps since), else the parent of the new checkpoint (libvirt's
-  // newest), when its bitmaps cover every selected disk; else a full export.
-  std::string base = choose_base_ ? choose_base_(dom, targets, cps) : "";
-  if (base.empty() && !cps.empty()) {
-    const CheckpointInfo& parent = cps.back();
-    if (std::all_of(targets.begin(), targets.end(), [&](const std::string& t) {
-          return Contains(parent.disks, t);
-        })) {
-      base = parent.name;
+  // Base: the newest checkpoint with a complete backup (its bitmap has
+  // recorded every write since), else the parent of the new checkpoint
+  // (libvirt's newest), when its bitmaps cover every selected disk; else a
+  // full export. Disks whose bitmap of the base libvirt cannot use (QEMU was
+  // killed, the bitmap was removed) are exported full: never a wrong
+  // incremental, and the other disks stay incremental.
+  BaseChoice choice;
+  if (req.mode != "full") {
+    if (choose_base_) choice = choose_base_(dom, targets, cps);
+    if (choice.checkpoint.empty() && !cps.empty()) {
+      const CheckpointInfo& parent = cps.back();
+      if (std::all_of(targets.begin(), targets.end(),
+                      [&](const std::string& t) {
+                        return Contains(parent.disks, t);
+                      })) {
+        choice.checkpoint = parent.name;
+        choice.full = UnusableBitmaps(libvirt_, domain, parent, targets);
+        if (choice.full.size() == targets.size()) choice = {};
+      }
     }
+  }
+  std::string base = choice.checkpoint;
+  std::vector<std::string> full = choice.full;
+  if (!full.empty()) {
+    std::string list;
+    for (const auto& t : full) list += (list.empty() ? "" : ",") + t;
+    spdlog::warn(
+        "{}: bitmap of {} missing or inconsistent on {}: exporting {} full",
+        domain, base, list, full.size() == 1 ? "that disk" : "those disks");
   }
 
   const std::string dir = DomainDir(dom.uuid);
@@ -269,8 +355,12 @@ Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
     for (const auto& d : dom.disks) {
       if (d.device != "disk") continue;
       if (Contains(targets, d.target)) {
-        w.Open("disk",
-               {{"name", d.target}, {"backup", "yes"}, {"type", "file"}});
+        std::vector<std::pair<std::string, std::string>> attrs = {
+            {"name", d.target}, {"backup", "yes"}, {"type", "file"}};
+        if (!incremental.empty() && Contains(full, d.target)) {
+          attrs.emplace_back("backupmode", "full");
+        }
+        w.Open("disk", attrs);
         w.Leaf("driver", {{"type", "qcow2"}});
         w.Leaf("scratch", {{"file", dir + "/" + d.target + ".scratch"}});
         w.Close();
@@ -300,6 +390,7 @@ Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
     spdlog::warn("{}: incremental from {} refused ({}); exporting full", domain,
                  base, begun.message());
     base.clear();
+    full.clear();
     begun = libvirt_.BeginBackup(domain, backup_xml(""), cw.ToString());
   }
   if (!begun.ok()) {
@@ -309,6 +400,7 @@ Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
   jobs_.Update(job_id, [&](Job& j) {
     j.mode = base.empty() ? "full" : "incremental";
     j.base = base;
+    j.full_disks = full;
   });
 
   // Everything below must end the job again on failure.
@@ -340,10 +432,12 @@ Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
     for (const auto& x : (*job)->disks) {
       if (x.name == d.target) jd = &x;
     }
+    const bool disk_full = base.empty() || Contains(full, d.target) ||
+                           (jd && jd->backupmode == "full");
     NbdOptions no;
     no.socket = socket;
     no.export_name = jd ? jd->export_name : d.target;
-    if (!base.empty()) {
+    if (!disk_full) {
       no.dirty_bitmap = "qemu:dirty-bitmap:" + (jd && !jd->export_bitmap.empty()
                                                     ? jd->export_bitmap
                                                     : "backup-" + d.target);
@@ -362,7 +456,8 @@ Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
     for (const auto& e : disk->extents) {
       if (!e.hole) disk->allocated += e.length;
     }
-    if (base.empty()) {
+    disk->full = disk_full;
+    if (disk_full) {
       disk->changed = DataRanges(disk->extents);
     } else {
       auto dirty = src->nbd->dirty_extents();
@@ -450,6 +545,7 @@ void LiveExports::Forget(const std::string& domain, const std::string& why) {
   Live live;
   {
     std::lock_guard lock(mu_);
+    ending_.erase(domain);  // its job is gone too
     auto it = live_.find(domain);
     if (it == live_.end()) return;
     live = it->second;

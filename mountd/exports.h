@@ -29,6 +29,25 @@
 
 namespace ckptfs {
 
+// The base of a new checkpoint: a checkpoint ("" = none, every disk full)
+// and the selected disks that are exported full all the same, because
+// libvirt cannot use their bitmap of it (missing, or inconsistent after QEMU
+// was killed). The other disks are incremental from `checkpoint`.
+struct BaseChoice {
+  std::string checkpoint;
+  std::vector<std::string> full;
+};
+
+// Of `disks`, those that cannot be incremental from checkpoint `cp`: no
+// bitmap in its definition, or one libvirt cannot use now
+// (LibvirtClient::UsableBitmaps). When libvirt cannot tell, only the first
+// test applies: libvirt checks again when the job begins, and a refused
+// incremental export is retried full.
+std::vector<std::string> UnusableBitmaps(LibvirtClient& libvirt,
+                                         const std::string& domain,
+                                         const CheckpointInfo& cp,
+                                         const std::vector<std::string>& disks);
+
 struct ExportOptions {
   std::string run_dir;  // absolute
   std::string qemu_user = "libvirt-qemu";
@@ -44,9 +63,10 @@ class LiveExports {
 
   // Chooses the base of a new checkpoint: given the domain's checkpoints in
   // libvirt (oldest first) and the selected disks, returns the newest
-  // checkpoint with a complete backup whose bitmaps libvirt still has on
-  // every disk, or "" to fall back to the parent rule. Set before use.
-  using BaseChooser = std::function<std::string(
+  // checkpoint with a complete backup whose bitmaps libvirt can use on every
+  // disk, else the newest one usable on some disks (the others full), or an
+  // empty choice to fall back to the parent rule. Set before use.
+  using BaseChooser = std::function<BaseChoice(
       const DomainInfo& domain, const std::vector<std::string>& disks,
       const std::vector<CheckpointInfo>& checkpoints)>;
   void SetBaseChooser(BaseChooser chooser) {
@@ -70,8 +90,14 @@ class LiveExports {
   // Republishes the live checkpoint with another state (backing-up).
   void SetState(const std::string& domain, const std::string& state);
   // Ends the export of the domain's live checkpoint `name` (the caller holds
-  // the claim). OK if it is gone already.
+  // the claim). OK if it is gone already. If libvirt cannot end the job now
+  // (libvirtd restarting), the checkpoint leaves the tree at once and the
+  // job is ended by RetryEnds once libvirt answers again; the error is
+  // returned for the log.
   Status End(const std::string& domain, const std::string& name);
+  // Ends the jobs End() could not (refresher thread, every few seconds and
+  // after a reconnect). A domain that is claimed is left for the next round.
+  void RetryEnds();
 
   std::vector<std::shared_ptr<const CheckpointView>> List() const;
   size_t size() const;
@@ -109,6 +135,8 @@ class LiveExports {
 
   mutable std::mutex mu_;
   std::map<std::string, Live> live_;  // by domain; guarded by mu_
+  // Exports out of the tree whose job is still to be ended; guarded by mu_.
+  std::map<std::string, Live> ending_;
   std::set<std::string> busy_;        // domains with a request in flight
 };
 

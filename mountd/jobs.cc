@@ -43,6 +43,7 @@ nlohmann::json JobToJson(const Job& j) {
       {"checkpoint", StrOrNull(j.checkpoint)},
       {"mode", StrOrNull(j.mode)},
       {"base", StrOrNull(j.base)},
+      {"full_disks", j.full_disks},
       {"state", j.state},
       {"progress", {{"done", j.done}, {"total", j.total}}},
       {"created", TimeOrNull(j.created_ms)},

@@ -25,6 +25,9 @@ struct Job {
   std::string checkpoint;
   std::string mode;  // full | incremental, once known
   std::string base;
+  // Incremental jobs: the disks copied in full all the same, because their
+  // bitmap of the base was missing or inconsistent.
+  std::vector<std::string> full_disks;
   std::string state = "queued";  // queued|running|succeeded|failed|rejected
   std::string error;
   std::string code;              // CodeName of the error

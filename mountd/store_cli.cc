@@ -1,10 +1,12 @@
 #include "mountd/store_cli.h"
 
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "backend/store/local_object_store.h"
 #include "backend/store/store.h"
 #include "mountd/catalog.h"
 #include "mountd/jobs.h"
@@ -35,6 +37,39 @@ std::string Human(uint64_t bytes) {
   char buf[32];
   snprintf(buf, sizeof(buf), u ? "%.1f %s" : "%.0f %s", v, units[u]);
   return buf;
+}
+
+// Backups with objects under their prefix but no backup.json, as (domain
+// uuid, checkpoint): a lost record, or a backup that was interrupted (or is
+// running: its manifests come before its record).
+Result<std::vector<std::pair<std::string, std::string>>> IncompleteBackups(
+    Store& store) {
+  ASSIGN_OR_RETURN(const std::vector<std::string> keys,
+                   store.objects().List("backups/"));
+  std::map<std::string, bool> has_record;  // "backups/<uuid>/<checkpoint>/"
+  for (const std::string& key : keys) {
+    const size_t a = key.find('/', 8);
+    const size_t b = a == std::string::npos ? a : key.find('/', a + 1);
+    if (b == std::string::npos || key.find('/', b + 1) != std::string::npos) {
+      continue;
+    }
+    bool& has = has_record[key.substr(0, b + 1)];
+    has = has || key.compare(b + 1, std::string::npos, "backup.json") == 0;
+  }
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [prefix, has] : has_record) {
+    if (has) continue;
+    const size_t a = prefix.find('/', 8);
+    std::string uuid, checkpoint;
+    if (!DecodeKeyComponent(prefix.substr(8, a - 8), &uuid) ||
+        !DecodeKeyComponent(prefix.substr(a + 1, prefix.size() - a - 2),
+                            &checkpoint)) {
+      uuid = prefix.substr(8, a - 8);
+      checkpoint = prefix.substr(a + 1, prefix.size() - a - 2);
+    }
+    out.emplace_back(uuid, checkpoint);
+  }
+  return out;
 }
 
 }  // namespace
@@ -105,8 +140,31 @@ int StoreVerify(const std::string& store_dir) {
     std::cout << "DAMAGED " << b.domain << "/" << b.checkpoint << ":\n";
     for (const auto& line : *found) std::cout << "  " << line << "\n";
   }
-  std::cout << backups->size() + problems.size() << " backups checked, "
-            << damaged << " damaged\n";
+  // Manifests without a record: a lost backup.json is damage, unless a
+  // backup is running (it writes its record last).
+  auto incomplete = IncompleteBackups(**store);
+  if (!incomplete.ok()) return Fail(incomplete.status());
+  auto locks = (*store)->ListLocks();
+  const bool running = !locks.ok() || !locks->empty();
+  size_t checked = backups->size() + problems.size();
+  for (const auto& [uuid, checkpoint] : *incomplete) {
+    std::string domain = uuid;
+    for (const auto& b : *backups) {
+      if (b.domain_uuid == uuid) domain = b.domain;
+    }
+    if (running) {
+      std::cout << "note    " << domain << "/" << checkpoint
+                << ": incomplete (no backup.json); a backup is running, "
+                   "this may be it\n";
+      continue;
+    }
+    ++checked;
+    ++damaged;
+    std::cout << "DAMAGED " << domain << "/" << checkpoint
+              << ": incomplete: manifests without backup.json (the record "
+                 "was lost, or the backup was interrupted)\n";
+  }
+  std::cout << checked << " backups checked, " << damaged << " damaged\n";
   return damaged ? 1 : 0;
 }
 
@@ -117,16 +175,15 @@ int StoreReindex(const std::string& store_dir) {
   auto backups = (*store)->ListBackups(&problems);
   if (!backups.ok()) return Fail(backups.status());
   const std::string path = store_dir + "/catalog.db";
-  auto catalog = Catalog::Open(path);
-  if (!catalog.ok()) {
-    // A corrupt catalog is rebuilt from nothing: the store has it all.
-    std::cerr << "ckptfs: " << catalog.status().message()
-              << "; recreating it\n";
-    for (const char* suffix : {"", "-wal", "-shm"}) {
-      std::remove((path + suffix).c_str());
-    }
-    catalog = Catalog::Open(path);
-    if (!catalog.ok()) return Fail(catalog.status());
+  // A corrupt catalog is rebuilt from nothing (the store has it all); the
+  // damaged file is kept aside. Any other failure (busy, permissions, no
+  // space) leaves it alone.
+  std::string moved_to;
+  auto catalog = Catalog::OpenOrReplaceCorrupt(path, &moved_to);
+  if (!catalog.ok()) return Fail(catalog.status());
+  if (!moved_to.empty()) {
+    std::cerr << "ckptfs: catalog " << path
+              << " was corrupt; moved it aside to " << moved_to << "\n";
   }
   Status st = (*catalog)->ReplaceBackups(*backups);
   if (!st.ok()) return Fail(st);
@@ -153,6 +210,14 @@ int StoreGc(const std::string& store_dir, bool dry_run) {
   std::cout << (dry_run ? "would remove " : "removed ") << stats->deleted
             << " of " << stats->chunks << " chunks (" << stats->referenced
             << " referenced, " << stats->recent << " recent kept)\n";
+  // Temporaries of writers that were killed; an hour old, so that no write
+  // in progress loses its file.
+  auto* local = dynamic_cast<LocalObjectStore*>(&(*store)->objects());
+  if (local != nullptr && !dry_run) {
+    auto removed = local->RemoveStaleTemporaries(std::chrono::hours(1));
+    if (!removed.ok()) return Fail(removed.status());
+    std::cout << "removed " << *removed << " stale temporaries\n";
+  }
   return 0;
 }
 

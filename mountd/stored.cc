@@ -1,8 +1,26 @@
 #include "mountd/stored.h"
 
+#include <spdlog/spdlog.h>
+
+#include "mountd/control.h"
 #include "mountd/source_factory.h"
 
 namespace ckptfs {
+namespace {
+
+// The names of a record become directory and file names in the tree. A
+// record whose names are not safe there ("..", "a/b", "latest", a leading
+// '.': a damaged or foreign store) is not served.
+Status CheckNames(const BackupRecord& r) {
+  RETURN_IF_ERROR(ValidateDomainName(r.domain).Annotate("domain"));
+  RETURN_IF_ERROR(ValidateCheckpointName(r.checkpoint).Annotate("checkpoint"));
+  for (const auto& d : r.disks) {
+    RETURN_IF_ERROR(ValidateDiskName(d.name).Annotate("disk"));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
 
 std::shared_ptr<const CheckpointView> StoredCheckpoints::MakeView(
     const BackupRecord& r) {
@@ -31,7 +49,20 @@ std::shared_ptr<const CheckpointView> StoredCheckpoints::MakeView(
 }
 
 Status StoredCheckpoints::Refresh() {
-  ASSIGN_OR_RETURN(std::vector<BackupRecord> records, catalog_.ListBackups());
+  ASSIGN_OR_RETURN(std::vector<BackupRecord> all, catalog_.ListBackups());
+  std::vector<BackupRecord> records;
+  for (auto& r : all) {
+    Status names = CheckNames(r);
+    if (names.ok()) {
+      records.push_back(std::move(r));
+      continue;
+    }
+    std::lock_guard lock(mu_);
+    if (skipped_.insert(r.id).second) {
+      spdlog::warn("not serving backup {}: {}", SanitizeForRecord(r.id),
+                   names.message());
+    }
+  }
   std::map<std::string, std::shared_ptr<const CheckpointView>> next;
   {
     std::lock_guard lock(mu_);

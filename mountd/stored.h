@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,7 @@ class StoredCheckpoints {
   BlockCache& cache_;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<const CheckpointView>> views_;
+  std::set<std::string> skipped_;  // ids of records with unsafe names
 };
 
 }  // namespace ckptfs

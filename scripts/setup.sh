@@ -12,6 +12,9 @@ PACKAGES=(
   libfuse3-dev libvirt-dev libnbd-dev libsqlite3-dev libzstd-dev libssl-dev
   libxml2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
   libgtest-dev libgmock-dev
+  # fuzz targets (clang + libFuzzer, in libclang-rt-14-dev) and symbolised
+  # sanitizer reports (llvm-symbolizer)
+  clang libclang-rt-14-dev llvm
   # run + integration tests
   fuse3 libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   qemu-system-x86 qemu-utils libnbd-bin nbdkit

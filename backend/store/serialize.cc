@@ -301,7 +301,9 @@ Result<BackupRecord> ParseBackupRecord(std::string_view text) {
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // parse_error, and out_of_range for a number too large for a double
+    // ("1e400"): both mean the text is not a record.
     return CorruptRecord(std::string("not JSON: ") + e.what());
   }
   if (!j.is_object()) return CorruptRecord("not a JSON object");
@@ -321,6 +323,13 @@ Result<BackupRecord> ParseBackupRecord(std::string_view text) {
   RETURN_IF_ERROR(GetString(j, "mode", &r.mode));
   RETURN_IF_ERROR(GetInt64(j, "created", &r.created));
   RETURN_IF_ERROR(GetInt64(j, "completed", &r.completed));
+  // Times are shown in milliseconds (info.json, `ckptfs ls`): refuse one
+  // whose milliseconds overflow int64 (beyond 292 million years).
+  for (const int64_t t : {r.created, r.completed}) {
+    if (t > kMaxEpochSeconds || t < -kMaxEpochSeconds) {
+      return CorruptRecord("time " + std::to_string(t) + " is out of range");
+    }
+  }
   RETURN_IF_ERROR(GetString(j, "checkpoint_xml", &r.checkpoint_xml));
   Status error;
   const json* disks = Field(j, "disks", &error);

@@ -36,6 +36,9 @@ inline constexpr uint8_t kManifestEntryZero = 0x01;  // flags bit 0
 
 // Backup records: JSON with "format": kBackupRecordFormat.
 inline constexpr int kBackupRecordFormat = 1;
+// "created" and "completed" lie within +-kMaxEpochSeconds, so that their
+// milliseconds fit an int64.
+inline constexpr int64_t kMaxEpochSeconds = INT64_MAX / 1000;
 
 // Number of chunks of a disk of `size` bytes: ceil(size / chunk_size).
 // REQUIRES: chunk_size > 0.

@@ -32,6 +32,16 @@
 #                                     the response is in `ctl_response`
 #   ctl_hex FILE HEX                  same, raw bytes given as hex
 #   assert_* helpers, wait_for, fsop, seek_data_map, cmp_image, json_get
+#   make_loop_fs SIZE DIR            a fresh ext4 (no reserved blocks) in an
+#                                     image file, loop-mounted on DIR
+#   evict_pages FILE...               drop files' pages from the page cache
+#                                     (the next read asks the daemon again)
+#   running_bitmaps DOM               "<disk> <bitmap> consistent|inconsistent"
+#                                     as QEMU sees them (QMP)
+#   qcow2_bitmaps FILE                "<bitmap> <flags>" from the qcow2 itself
+#   catalog_checkpoints [STORE]       checkpoints with a backup row in the
+#                                     catalog (default store: $CKT_WORK/store)
+#   qemu_pid DOM                      pid of the domain's QEMU
 # Cleanup (always, via an EXIT trap): loop mounts, FUSE mounts, leftover
 # daemons, backup jobs, the test's domains (with checkpoint metadata), files.
 # Knobs: CKT_FOREGROUND=1 (daemon in --foreground --debug, log kept on failure
@@ -55,6 +65,7 @@ CKT_DOMAINS=()       # domains to destroy + undefine
 CKT_MOUNTS=()        # FUSE mountpoints to unmount
 CKT_PIDS=()          # daemon pids to reap
 CKT_BG_PIDS=()       # background helpers started by the test
+CKT_LOOP_MOUNTS=()   # loop-mounted filesystems (unmounted after the daemons)
 CKT_ON_CLEANUP=()    # extra commands, run first, last registered first
 CKT_MOUNT_SEQ=0
 CKT_CHECKS=0
@@ -556,7 +567,73 @@ assert_has_job() {  # DOM
   pass "$1 has a backup job"
 }
 
+# ---------------------------------------------------------------- faults
+
+evict_pages() {  # FILE...
+  python3 - "$@" <<'EOF'
+import os, sys
+for p in sys.argv[1:]:
+    fd = os.open(p, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+EOF
+}
+
+# Persistent bitmaps of a running domain's disks (not of backup scratch
+# files), one line each: "<disk> <bitmap> consistent|inconsistent". QEMU
+# loads a bitmap that is still flagged in-use in the qcow2 (the image was not
+# closed: QEMU was killed) as inconsistent.
+running_bitmaps() {  # DOM
+  virsh qemu-monitor-command "$1" \
+    '{"execute":"query-named-block-nodes","arguments":{"flat":true}}' \
+    | python3 -c '
+import json, os, sys
+for n in json.load(sys.stdin)["return"]:
+    if n.get("drv") != "qcow2" or not n.get("file", "").endswith(".qcow2"):
+        continue
+    disk = os.path.basename(n["file"])[:-len(".qcow2")]
+    for b in n.get("dirty-bitmaps", []):
+        if not b.get("name"):
+            continue  # anonymous: the bitmap of a running job
+        state = "inconsistent" if b.get("inconsistent") else "consistent"
+        print(disk, b["name"], state)' | sort -u
+}
+
+# Persistent bitmaps stored in a qcow2 file: "<bitmap> <flag,flag>" (flags
+# in-use, auto). -U: readable while QEMU has the image open.
+qcow2_bitmaps() {  # FILE
+  qemu-img info -U --output=json "$1" | python3 -c '
+import json, sys
+data = json.load(sys.stdin).get("format-specific", {}).get("data", {})
+for b in data.get("bitmaps", []):
+    print(b["name"], ",".join(b["flags"]))'
+}
+
+catalog_checkpoints() {  # [STORE] -> "<domain> <checkpoint>" lines
+  python3 - "${1:-$CKT_WORK/store}/catalog.db" <<'EOF'
+import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=30)
+for name, cp in db.execute("SELECT domain_name, checkpoint FROM backups"):
+    print(name, cp)
+EOF
+}
+
+qemu_pid() { cat "/run/libvirt/qemu/$1.pid"; }
+
 # ---------------------------------------------------------------- mounts
+
+# A fresh ext4 of SIZE in DIR.img, loop-mounted on DIR; -m 0, so "full"
+# means full for root too. Unmounted by the cleanup after the daemons.
+make_loop_fs() {  # SIZE DIR
+  local size=$1 dir=$2
+  losetup -f >/dev/null 2>&1 || skip "no free loop device here"
+  truncate -s "$size" "$dir.img"
+  mkfs.ext4 -q -F -m 0 "$dir.img" || fail "mkfs.ext4 $dir.img failed"
+  mkdir -p "$dir"
+  CKT_LOOP_MOUNTS+=("$dir")
+  mount -o loop "$dir.img" "$dir" || fail "mount -o loop $dir.img $dir failed"
+  pass "ext4 of $size loop-mounted on $dir"
+}
 
 is_mounted() {  # MP
   awk -v mp="$1" '$2 == mp {found = 1} END {exit !found}' /proc/self/mounts
@@ -860,6 +937,10 @@ ckt_cleanup() {
   done
   for p in "${CKT_PIDS[@]}"; do
     _ckt_kill_daemon "$p"
+  done
+  # After the daemons: a store on a loop filesystem keeps it busy until then.
+  for mp in "${CKT_LOOP_MOUNTS[@]}"; do
+    is_mounted "$mp" && { umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null; }
   done
   # Daemons that we started but whose pid we never learned (mount failed
   # midway): match our unique work path and check it is the ckptfs binary.

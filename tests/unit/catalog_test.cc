@@ -318,7 +318,9 @@ TEST(JobFromJsonTest, ToleratesMissingAndMistypedFields) {
 
   Job full = MakeJob("y", 1700000000000);
   full.ended_ms = 1700000001000;
+  full.full_disks = {"vda"};
   Job back = JobFromJson(JobToJson(full));
+  EXPECT_EQ(back.full_disks, full.full_disks);
   EXPECT_EQ(back.created_ms, full.created_ms);
   EXPECT_EQ(back.ended_ms, full.ended_ms);
   EXPECT_EQ(back.started_ms, 0);
@@ -510,6 +512,39 @@ TEST_F(CatalogTest, TwoCatalogsOnOneFile) {
   EXPECT_EQ(a->ListDomains()->size(), 4u);
   ASSERT_TRUE(a->RemoveBackup("ub/cp0").ok());
   EXPECT_FALSE(b->GetBackup("ub/cp0")->has_value());
+}
+
+// Found with fuzz.catalog_json (tests/fuzz/corpus/catalog_json/
+// crash-leap-second-year-32767): a leap second at the end of the last
+// representable day read as a time whose record (IsoTime) no longer read
+// back. IsoTime never writes second 60, so it is refused like other junk.
+TEST(JobFromJsonTest, TimesReadBackFromTheirRecord) {
+  Job j = JobFromJson(nlohmann::json::parse(
+      R"({"created": "32767-12-31T23:59:60Z",
+          "started": "32767-12-31T23:59:59Z",
+          "ended": "-32767-01-01T00:00:00Z"})"));
+  EXPECT_EQ(j.created_ms, 0);
+  EXPECT_NE(j.started_ms, 0);
+  EXPECT_NE(j.ended_ms, 0);
+  Job back = JobFromJson(JobToJson(j));
+  EXPECT_EQ(back.started_ms, j.started_ms);
+  EXPECT_EQ(back.ended_ms, j.ended_ms);
+}
+
+// Found by fuzz.catalog_json (tests/fuzz/corpus/catalog_json/
+// crash-float-changes): a changes column holding a float beyond 2^64 was
+// converted with undefined behaviour. Anything but [[uint, uint], ...] now
+// reads as no changes, as a damaged value always did.
+TEST(ChangesFromJsonTest, OnlyWhatTheCatalogWrites) {
+  using Changes = std::vector<std::pair<uint64_t, uint64_t>>;
+  EXPECT_EQ(ChangesFromJson("[[0,65536],[1048576,196608]]"),
+            (Changes{{0, 65536}, {1048576, 196608}}));
+  EXPECT_EQ(ChangesFromJson("[]"), Changes{});
+  for (const char* bad :
+       {"[[6.51845e+21, 1]]", "[[1.5, 2]]", "[[-1, 2]]", "[[1, 2, 3]]",
+        "[[1, 2], 7]", "{}", "", "[[1e400, 1]]", "\xff"}) {
+    EXPECT_EQ(ChangesFromJson(bad), Changes{}) << bad;
+  }
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "mountd/jobs.h"
+
 namespace ckptfs {
 namespace {
 
@@ -68,6 +70,7 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{"vm1 name=.hidden", "leading dot"},
                       BadCase{"vm1 name=latest", "reserved name"},
                       BadCase{"vm1 name=a\\b", "backslash"},
+                      BadCase{"vm1 name=a:b@c+d", "libvirt refuses it"},
                       BadCase{"vm1 foo=bar", "unknown key"},
                       BadCase{"vm1 name=a name=b", "duplicate key"},
                       BadCase{"vm1 name=", "empty value"},
@@ -96,6 +99,28 @@ TEST(ControlTest, HugeAndBinaryInput) {
   for (int i = 0; i < 256; ++i) binary += static_cast<char>(i);
   EXPECT_FALSE(Ckpt(binary).ok());
   EXPECT_FALSE(Ckpt(std::string("vm1\0name=x", 10)).ok());
+}
+
+// Found by fuzz.control (tests/fuzz/corpus/control/crash-non-utf8-domain):
+// "vm1\xf8" was accepted, and a request or error message that is not UTF-8
+// made the JSON reply throw (nlohmann::json refuses such strings), which
+// ended the daemon. UTF-8 domain names stay valid.
+TEST(ControlTest, NonUtf8IsRejectedAndTheReplyRenders) {
+  for (const char* line : {"vm1\xf8", "vm1 disks=vd\xff", "a/\xc3",
+                           "\xed\xa0\x80 name=x", "\xc0\xaf"}) {
+    SCOPED_TRACE(SanitizeForRecord(line));
+    auto r = Ckpt(line);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+    Job job;
+    job.request = SanitizeForRecord(line);
+    job.state = "rejected";
+    job.error = r.status().message();
+    EXPECT_NO_THROW((void)JobResponse(job).dump());
+  }
+  auto r = Ckpt("caf\xc3\xa9 name=x");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->domain, "caf\xc3\xa9");
 }
 
 TEST(ControlTest, SanitizeForRecord) {

@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,6 +31,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "backend/store/local_object_store.h"
@@ -1538,6 +1540,61 @@ TEST_F(StoreTest, ReferencedChunksCoversEveryManifest) {
   // gc must stop rather than work from a partial answer.
   WriteFile(dir_ / Store::ManifestKey("uuid", "c2", "vda"), ToBytes("junk"));
   EXPECT_EQ(store_->ReferencedChunks().status().code(), Code::kIoError);
+}
+
+// ===================================================== fuzzing findings
+
+// Found by fuzz.backup_record and fuzz.store_config (tests/fuzz/corpus/
+// */crash-number-overflow): a number beyond a double ("1e400") made
+// nlohmann::json throw out_of_range, which the parsers did not catch, so one
+// damaged file ended the daemon or the command reading it.
+TEST(FuzzFindingsTest, NumberOverflowIsCorruptNotACrash) {
+  auto r = ParseBackupRecord(R"({"format": 1, "created": 1e400})");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kIoError);
+  EXPECT_NE(r.status().message().find("not JSON"), std::string::npos)
+      << r.status().message();
+  auto c = ParseStoreConfig("[1e32621e300 \"ztd\"1 3]\n", "/s");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), Code::kInvalidArgument);
+}
+
+// Found by fuzz.backup_record (crash-time-out-of-range): times whose
+// milliseconds overflow int64 were accepted, and info.json and `ckptfs ls`
+// show created * 1000.
+TEST(FuzzFindingsTest, RecordTimesMustFitMilliseconds) {
+  BackupRecord r = SampleRecord();
+  r.created = kMaxEpochSeconds;
+  r.completed = -kMaxEpochSeconds;
+  EXPECT_TRUE(ParseBackupRecord(SerializeBackupRecord(r)).ok());
+  for (const auto& [created, completed] :
+       {std::pair{kMaxEpochSeconds + 1, int64_t{0}},
+        std::pair{int64_t{0}, std::numeric_limits<int64_t>::min()}}) {
+    r.created = created;
+    r.completed = completed;
+    auto parsed = ParseBackupRecord(SerializeBackupRecord(r));
+    ASSERT_FALSE(parsed.ok());
+    EXPECT_EQ(parsed.status().code(), Code::kIoError);
+    EXPECT_NE(parsed.status().message().find("out of range"), std::string::npos)
+        << parsed.status().message();
+  }
+}
+
+// Found by fuzz.store_objects (crash-float-lock-started): a lock whose
+// "started" is a float beyond int64 was converted with undefined behaviour
+// (on x86: INT64_MIN). Like any unreadable lock it counts as started at 0.
+TEST(FuzzFindingsTest, LockWithHugeFloatCountsAsStartedAtZero) {
+  StoreConfig config;
+  config.chunk_size = kChunk;
+  auto store = Store::Open(std::make_unique<MemoryObjectStore>(), true, config);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  const Bytes lock = ToBytes(R"({"started": 1e300})");
+  ASSERT_TRUE((*store)->objects().Put("locks/x", lock).ok());
+  ASSERT_TRUE((*store)->PutLock("y", 1795000000).ok());
+  auto locks = (*store)->ListLocks();
+  ASSERT_TRUE(locks.ok()) << locks.status().ToString();
+  EXPECT_EQ(*locks, (std::vector<std::pair<std::string, int64_t>>{
+                        {"x", 0}, {"y", 1795000000}}));
 }
 
 }  // namespace

@@ -55,6 +55,17 @@ TEST(XmlTest, CheckpointAndBackup) {
   EXPECT_EQ(c->parent, "cp1");
   EXPECT_EQ(c->creation_time, 1763900000);
   EXPECT_EQ(c->disks, std::vector<std::string>{"vda"});
+  EXPECT_TRUE(c->sized.empty());
+
+  // With VIR_DOMAIN_CHECKPOINT_XML_SIZE libvirt sizes only the disks whose
+  // bitmap it can use: vdb's is missing or inconsistent.
+  auto s = ParseCheckpointXml(R"(<domaincheckpoint><name>cp2</name>
+    <disks><disk name='vda' checkpoint='bitmap' bitmap='cp2' size='0'/>
+    <disk name='vdb' checkpoint='bitmap' bitmap='cp2'/>
+    <disk name='vdc' checkpoint='no'/></disks></domaincheckpoint>)");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->disks, (std::vector<std::string>{"vda", "vdb"}));
+  EXPECT_EQ(s->sized, std::vector<std::string>{"vda"});
 
   auto b = ParseBackupXml(R"(<domainbackup mode='pull'>
     <incremental>cp1</incremental>
@@ -69,8 +80,28 @@ TEST(XmlTest, CheckpointAndBackup) {
   EXPECT_EQ(b->incremental, "cp1");
   ASSERT_EQ(b->disks.size(), 2u);
   EXPECT_EQ(b->disks[0].export_bitmap, "backup-vda");
+  EXPECT_EQ(b->disks[0].backupmode, "incremental");
   EXPECT_EQ(b->disks[0].scratch, "/run/x/vda.scratch");
   EXPECT_FALSE(b->disks[1].backup);
+}
+
+// Found by fuzz.libvirt_xml (tests/fuzz/corpus/libvirt_xml/
+// crash-creation-time-out-of-range): strtoll saturates an absurd
+// creationTime, and the tree shows it as creation_time * 1000.
+TEST(XmlTest, CheckpointCreationTimeInRange) {
+  auto xml = [](const std::string& t) {
+    return "<domaincheckpoint><name>c</name><creationTime>" + t +
+           "</creationTime></domaincheckpoint>";
+  };
+  auto ok = ParseCheckpointXml(xml("9223372036854775"));
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->creation_time, 9223372036854775);
+  for (const char* bad :
+       {"9223372036854776", "-9223372036854776", "99999999999999999999999"}) {
+    auto c = ParseCheckpointXml(xml(bad));
+    EXPECT_FALSE(c.ok()) << bad;
+    EXPECT_EQ(c.status().code(), Code::kInvalidArgument);
+  }
 }
 
 }  // namespace
