@@ -26,7 +26,9 @@ state_of() {
   virsh backup-dumpxml "$DOM" 2>&1 | sed '/^$/d'
   echo "tree: $(ls -A "$D" | sort | tr '\n' ' ')"
   echo "latest: $(readlink "$D/latest")"
-  echo "domains: $(ls -A "$CKT_MP/domains" | sort | tr '\n' ' ')"
+  # Other tests' domains (ckt-<test>-<pid>, run by hand alongside) come and go.
+  echo "domains: $( { ls -A "$CKT_MP/domains" | grep -Ev '^ckt-[a-z-]+-[0-9]+'
+    ls -A "$CKT_MP/domains" | grep -Fx -- "$DOM"; } | sort | tr '\n' ' ')"
 }
 
 njobs() { find "$JOBS" -maxdepth 1 -name '*.json' | wc -l; }

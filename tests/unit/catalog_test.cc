@@ -428,6 +428,44 @@ TEST_F(CatalogTest, CorruptPagesAreAClearError) {
       << cat.status().message();
 }
 
+TEST_F(CatalogTest, CorruptFileIsMovedAsideAndReplaced) {
+  {
+    std::ofstream f(path_);
+    for (int i = 0; i < 1000; ++i) f << "this is not a database\n";
+  }
+  std::string moved;
+  auto cat = Catalog::OpenOrReplaceCorrupt(path_, &moved);
+  ASSERT_TRUE(cat.ok()) << cat.status().ToString();
+  ASSERT_FALSE(moved.empty());
+  EXPECT_EQ(moved.rfind(path_ + ".corrupt-", 0), 0u) << moved;
+  EXPECT_TRUE(fs::exists(moved));  // kept for whoever wants its job history
+  EXPECT_TRUE((*cat)->ListBackups()->empty());
+  ASSERT_TRUE((*cat)->AddBackup(Record("u1", "cp1", 1)).ok());
+  EXPECT_EQ(fs::status(path_).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+  // A healthy catalog is opened as it is.
+  cat->reset();
+  auto again = Catalog::OpenOrReplaceCorrupt(path_, &moved);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE(moved.empty());
+  EXPECT_EQ((*again)->ListBackups()->size(), 1u);
+}
+
+TEST_F(CatalogTest, NewerSchemaIsNotReplaced) {
+  { ASSERT_TRUE(OpenOk()); }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(
+      sqlite3_exec(db, "PRAGMA user_version=99", nullptr, nullptr, nullptr),
+      SQLITE_OK);
+  sqlite3_close(db);
+  std::string moved;
+  auto cat = Catalog::OpenOrReplaceCorrupt(path_, &moved);
+  ASSERT_FALSE(cat.ok());
+  EXPECT_EQ(cat.status().code(), Code::kUnsupported);
+  EXPECT_TRUE(moved.empty());
+}
+
 TEST_F(CatalogTest, NewerSchemaRefused) {
   { ASSERT_TRUE(OpenOk()); }
   sqlite3* db = nullptr;
