@@ -54,7 +54,7 @@ struct CheckpointInfo {
   // Only in XML asked for with sizes (UsableBitmaps): the targets for which
   // libvirt reported a size, i.e. whose bitmap it would use right now.
   std::vector<std::string> sized;
-  std::string xml;                 // full XML including the domain
+  std::string xml;  // full XML including the domain
 };
 
 struct BackupJobInfo {

@@ -3,9 +3,9 @@
 //   build/bench/store_bench DIR [MIB] [THREADS]
 //
 // Fills MIB (default 256) of random data, stores it chunk by chunk into a new
-// store in DIR (which must not exist) with THREADS (default 2) threads, commits,
-// then reads every chunk back through a StoreSource (verify included), with
-// the page cache warm (the figure that matters for the per-chunk CPU) and
+// store in DIR (which must not exist) with THREADS (default 2) threads,
+// commits, then reads every chunk back through a StoreSource (verify included),
+// with the page cache warm (the figure that matters for the per-chunk CPU) and
 // reports wall time, CPU time and CPU seconds per GiB for each phase. Used to
 // find where backup and stored-read time goes (docs/PERFORMANCE.md).
 #include <sys/resource.h>

@@ -367,11 +367,14 @@ class BlockCache::Impl {
       stats.waits += shard.waits;
       stats.evictions += shard.evictions;
       stats.resident_bytes += shard.usage - shard.inflight;
+      stats.inflight_bytes += shard.inflight;
     }
     stats.capacity_bytes = options_.capacity_bytes;
     stats.fills = fills_.load(std::memory_order_relaxed);
     stats.readahead_fills = readahead_fills_.load(std::memory_order_relaxed);
     stats.fill_errors = fill_errors_.load(std::memory_order_relaxed);
+    stats.readahead_skipped =
+        skipped_readahead_.load(std::memory_order_relaxed);
     return stats;
   }
 
@@ -444,6 +447,7 @@ class BlockCache::Impl {
   std::atomic<uint64_t> fills_{0};
   std::atomic<uint64_t> readahead_fills_{0};
   std::atomic<uint64_t> fill_errors_{0};
+  std::atomic<uint64_t> skipped_readahead_{0};
 
   Mutex queue_mu_;
   std::condition_variable queue_cv_;
@@ -642,7 +646,11 @@ std::pair<uint64_t, uint64_t> BlockCache::Impl::TrackAccess(Image& image,
 }
 
 // Claims the missing blocks of [begin, end) and queues their fills, split so
-// that every worker gets a share.
+// that every worker gets a share. A block whose shard already has half its
+// budget in flight is skipped: in-flight blocks cannot be evicted, so with
+// many streams read-ahead alone would otherwise push the shard past its
+// budget (peak RSS 30 MiB over a 64 MiB cache in test_load). Skipping costs
+// nothing but a demand miss later.
 void BlockCache::Impl::ReadAhead(const std::shared_ptr<Image>& image,
                                  uint64_t begin, uint64_t end) {
   const uint64_t threads = std::max(1u, options_.prefetch_threads);
@@ -654,8 +662,12 @@ void BlockCache::Impl::ReadAhead(const std::shared_ptr<Image>& image,
     Shard& shard = ShardFor(key);
     std::vector<BlockData> garbage;  // evicted; freed after unlocking
     MutexLock lock(shard.mu);
-    auto [it, inserted] = shard.map.try_emplace(key);
-    if (!inserted) continue;  // resident or in flight
+    if (shard.map.contains(key)) continue;  // resident or in flight
+    if (shard.inflight + BlockLength(*image, b) > shard_capacity_ / 2) {
+      skipped_readahead_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    auto it = shard.map.try_emplace(key).first;
     it->second.index = AddToRun(fills, image, b, per_fill, true);
     it->second.fill = fills.back();
     Reserve(shard, it->second, BlockLength(*image, b), garbage);

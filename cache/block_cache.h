@@ -54,11 +54,14 @@ struct BlockCacheStats {
   uint64_t hits = 0;    // block lookups served by a resident block
   uint64_t misses = 0;  // block lookups that started a fill
   uint64_t resident_bytes = 0;
+  uint64_t inflight_bytes = 0;  // claimed by fills not yet finished
   uint64_t capacity_bytes = 0;
   uint64_t fills = 0;            // source reads issued (demand and read-ahead)
   uint64_t evictions = 0;        // blocks evicted to stay within the budget
   uint64_t readahead_fills = 0;  // of `fills`, those issued by read-ahead
   uint64_t fill_errors = 0;      // of `fills`, those that failed
+  // Blocks read-ahead left out because half the budget was in flight.
+  uint64_t readahead_skipped = 0;
   uint64_t waits = 0;  // block lookups that joined a fill already in flight
 };
 

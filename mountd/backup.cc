@@ -106,9 +106,10 @@ Status ReadTask(Store& store, const Task& task, const CheckpointDisk& disk,
     }
     // The base's chunk is damaged or gone (gc after a prune): the export
     // has the whole chunk as of this checkpoint.
-    spdlog::warn("{} at {}: base chunk unreadable ({}); reading the whole "
-                 "chunk from the export",
-                 disk.target, begin, base.ToString());
+    spdlog::warn(
+        "{} at {}: base chunk unreadable ({}); reading the whole "
+        "chunk from the export",
+        disk.target, begin, base.ToString());
   }
   *from_export = data.size();
   return disk.raw->pread(data, begin);
@@ -162,9 +163,10 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
       if (!base_manifest) {
         // No usable manifest in the base (damaged, resized disk): copy the
         // disk in full rather than fail this and every later backup.
-        spdlog::warn("{}: disk {} has no usable manifest in base {}: copying "
-                     "it in full",
-                     record.domain, disk.target, plan.base->id);
+        spdlog::warn(
+            "{}: disk {} has no usable manifest in base {}: copying "
+            "it in full",
+            record.domain, disk.target, plan.base->id);
         jobs_.Update(plan.job_id,
                      [&](Job& j) { j.full_disks.push_back(disk.target); });
       }
@@ -258,17 +260,16 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
       const Task& task = tasks[t];
       const CheckpointDisk& disk = *view.disks[task.disk];
       const uint64_t begin = task.chunk * cs;
-      const uint64_t len =
-          std::min(disk.size, begin + task.count * cs) - begin;
+      const uint64_t len = std::min(disk.size, begin + task.count * cs) - begin;
       uint64_t at = begin;  // where a failure happened
       uint64_t from_export = 0;
       Status st = ReadTask(store_, task, disk, std::span(buf.data(), len),
                            begin, &from_export);
       for (uint64_t c = 0; st.ok() && c < task.count; ++c) {
         const uint64_t off = c * cs;
-        Result<ChunkRef> ref =
-            store_.PutChunk(std::span(buf.data() + off, std::min(cs, len - off)),
-                            nullptr, /*deferred=*/true);
+        Result<ChunkRef> ref = store_.PutChunk(
+            std::span(buf.data() + off, std::min(cs, len - off)), nullptr,
+            /*deferred=*/true);
         if (ref.ok()) {
           manifests[task.disk].chunks[task.chunk + c] = *ref;
         } else {

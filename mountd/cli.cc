@@ -60,8 +60,8 @@ Result<std::string> FindMount(const std::string& explicit_mount) {
     struct stat st;
     if (stat((named + "/control/status.json").c_str(), &st) != 0) {
       if (errno != ENOENT && errno != ENOTDIR) {
-        return FromErrno(errno, "cannot reach the control directory of " +
-                                    named);
+        return FromErrno(errno,
+                         "cannot reach the control directory of " + named);
       }
       return NotFound(named +
                       " is not a ckptfs mount (no control/status.json)");

@@ -570,8 +570,8 @@ BaseChoice Daemon::ChooseBase(const DomainInfo& domain,
     const auto unusable = UnusableBitmaps(*libvirt_, domain.name, *cp, disks);
     BaseChoice choice{it->checkpoint, {}};
     for (const auto& d : disks) {
-      if (!in_backup(d) || std::find(unusable.begin(), unusable.end(), d) !=
-                               unusable.end()) {
+      if (!in_backup(d) ||
+          std::find(unusable.begin(), unusable.end(), d) != unusable.end()) {
         choice.full.push_back(d);
       }
     }
@@ -599,8 +599,7 @@ Status Daemon::ExplainBackupFailure(const std::string& domain,
     }
     if (!dom->active) {
       return st.Annotate("domain " + domain +
-                         " stopped while the backup ran (QEMU exited)" +
-                         after);
+                         " stopped while the backup ran (QEMU exited)" + after);
     }
     auto job = libvirt_->GetBackupJob(domain);
     if (job.ok() && !job->has_value()) {
@@ -789,9 +788,11 @@ std::string Daemon::StatusJson() const {
        {{"hits", cs.hits},
         {"misses", cs.misses},
         {"bytes", cs.resident_bytes},
+        {"inflight_bytes", cs.inflight_bytes},
         {"capacity", cs.capacity_bytes},
         {"fills", cs.fills},
         {"readahead_fills", cs.readahead_fills},
+        {"readahead_skipped", cs.readahead_skipped},
         {"evictions", cs.evictions},
         {"fill_errors", cs.fill_errors}}},
       {"exports", exports},

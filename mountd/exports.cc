@@ -59,10 +59,9 @@ bool Contains(const std::vector<std::string>& v, const std::string& s) {
 
 }  // namespace
 
-std::vector<std::string> UnusableBitmaps(LibvirtClient& libvirt,
-                                         const std::string& domain,
-                                         const CheckpointInfo& cp,
-                                         const std::vector<std::string>& disks) {
+std::vector<std::string> UnusableBitmaps(
+    LibvirtClient& libvirt, const std::string& domain, const CheckpointInfo& cp,
+    const std::vector<std::string>& disks) {
   auto usable = libvirt.UsableBitmaps(domain, cp.name);
   if (!usable.ok()) {
     spdlog::warn("{}: cannot check the bitmaps of checkpoint {}: {}", domain,
@@ -211,7 +210,8 @@ void LiveExports::RetryEnds() {
     {
       std::lock_guard lock(mu_);
       auto it = ending_.find(domain);
-      if (it != ending_.end() && it->second.view == live.view) ending_.erase(it);
+      if (it != ending_.end() && it->second.view == live.view)
+        ending_.erase(it);
     }
     CleanDomainDir(live.dir);
     spdlog::info("{}: export of {} ended (deferred)", domain, live.view->name);

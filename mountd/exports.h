@@ -137,7 +137,7 @@ class LiveExports {
   std::map<std::string, Live> live_;  // by domain; guarded by mu_
   // Exports out of the tree whose job is still to be ended; guarded by mu_.
   std::map<std::string, Live> ending_;
-  std::set<std::string> busy_;        // domains with a request in flight
+  std::set<std::string> busy_;  // domains with a request in flight
 };
 
 }  // namespace ckptfs

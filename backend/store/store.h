@@ -53,7 +53,7 @@ struct StoreConfig {
   // make it smaller (docs/FORMAT.md); "zstd": always a zstd frame (stores
   // made before "auto" existed).
   std::string compression = "auto";
-  int zstd_level = 3;                // ZSTD_minCLevel() .. ZSTD_maxCLevel()
+  int zstd_level = 3;  // ZSTD_minCLevel() .. ZSTD_maxCLevel()
   bool operator==(const StoreConfig&) const = default;
 };
 

@@ -29,17 +29,17 @@ struct ChunkRef {
 // per block without walking a chain, and can be deleted alone.
 struct Manifest {
   std::string backup_id;
-  std::string disk;        // target, "vda"
-  uint64_t size = 0;       // virtual disk size in bytes
-  uint32_t chunk_size = 0; // the store's chunk size
+  std::string disk;              // target, "vda"
+  uint64_t size = 0;             // virtual disk size in bytes
+  uint32_t chunk_size = 0;       // the store's chunk size
   std::vector<ChunkRef> chunks;  // ceil(size / chunk_size) entries
 };
 
 struct BackupDisk {
-  std::string name;       // target
+  std::string name;  // target
   uint64_t size = 0;
-  uint64_t allocated = 0; // bytes of non-zero chunks
-  std::string source;     // the disk's file on the host at backup time
+  uint64_t allocated = 0;   // bytes of non-zero chunks
+  std::string source;       // the disk's file on the host at backup time
   uint64_t bytes_read = 0;  // read from the export by this backup
   // Extents changed since the base (dirty bitmap, or allocation for a full
   // backup), bytes: the <disk>.changes file.
@@ -49,14 +49,14 @@ struct BackupDisk {
 // One complete backup of a checkpoint: written to the store after every
 // manifest it names is durable; the catalog row follows.
 struct BackupRecord {
-  std::string id;           // "<domain-uuid>/<checkpoint>"
+  std::string id;  // "<domain-uuid>/<checkpoint>"
   std::string domain;
   std::string domain_uuid;
   std::string checkpoint;
-  std::string base;         // checkpoint of the base backup, "" for full
-  std::string mode;         // "full" | "incremental"
-  int64_t created = 0;      // checkpoint creation time, epoch seconds
-  int64_t completed = 0;    // epoch seconds
+  std::string base;            // checkpoint of the base backup, "" for full
+  std::string mode;            // "full" | "incremental"
+  int64_t created = 0;         // checkpoint creation time, epoch seconds
+  int64_t completed = 0;       // epoch seconds
   std::string checkpoint_xml;  // with the domain XML
   std::vector<BackupDisk> disks;
 };

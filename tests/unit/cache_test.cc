@@ -707,6 +707,61 @@ TEST(BlockCacheTest, InterleavedSequentialReadersBothReadAhead) {
   EXPECT_EQ(counting->bytes(), kBlocks * kBlock);
 }
 
+// Calls a probe before every read it forwards, then delays the read, so that
+// read-ahead fills pile up in flight.
+class ProbeSource : public ImageSource {
+ public:
+  ProbeSource(std::shared_ptr<ImageSource> base, std::function<void()> probe)
+      : base_(std::move(base)), probe_(std::move(probe)) {}
+  uint64_t size() const override { return base_->size(); }
+  uint32_t max_request() const override { return base_->max_request(); }
+  Status pread(std::span<std::byte> buf, uint64_t offset) override {
+    probe_();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    return base_->pread(buf, offset);
+  }
+
+ private:
+  const std::shared_ptr<ImageSource> base_;
+  const std::function<void()> probe_;
+};
+
+// In-flight blocks cannot be evicted, so read-ahead must not claim more than
+// half of a shard's budget. 8 sequential readers of 8 images, 4 shards of 4
+// blocks: at most 8 blocks of read-ahead plus each reader's one block in
+// flight, the budget, although the readers' windows (4 blocks each) add up
+// to twice the budget.
+TEST(BlockCacheTest, ReadAheadInFlightStaysWithinHalfTheBudget) {
+  constexpr uint64_t kBlocks = 64;
+  constexpr int kReaders = 8;
+  BlockCache cache(Options(16, 16, 4));
+  std::atomic<uint64_t> max_inflight{0};
+  auto probe = [&] {
+    const uint64_t now = cache.stats().inflight_bytes;
+    uint64_t seen = max_inflight.load();
+    while (now > seen && !max_inflight.compare_exchange_weak(seen, now)) {
+    }
+  };
+  std::vector<std::thread> readers;
+  std::atomic<int> failures{0};
+  for (int r = 0; r < kReaders; ++r) {
+    auto image = cache.Wrap(std::make_shared<ProbeSource>(
+        std::make_shared<MemorySource>(kBlocks * kBlock, 20 + r), probe));
+    readers.emplace_back([&failures, image, r] {
+      for (uint64_t b = 0; b < kBlocks; ++b) {
+        if (!ReadsPattern(*image, 20 + r, b * kBlock, kBlock)) ++failures;
+      }
+    });
+  }
+  for (std::thread& t : readers) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  const BlockCacheStats stats = cache.stats();
+  EXPECT_GT(stats.readahead_fills, 0u);
+  EXPECT_GT(stats.readahead_skipped, 0u);
+  EXPECT_GT(max_inflight.load(), 0u);
+  EXPECT_LE(max_inflight.load(), 16 * kBlock);
+}
+
 TEST(BlockCacheTest, ReadAheadFailureFailsOnlyReadsOfTheBadBlock) {
   constexpr uint64_t kBlocks = 64;
   constexpr uint64_t kBad = 20;

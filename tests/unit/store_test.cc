@@ -648,8 +648,8 @@ TEST(StoreCompressionTest, ZstdStoresAlwaysWriteFramesAndBothKindsRead) {
   ac.compression = "auto";
   auto as = Store::Open(std::make_unique<MemoryObjectStore>(), true, ac);
   ASSERT_TRUE(as.ok()) << as.status().ToString();
-  for (const Bytes& data : {RandomBytes(8, zc.chunk_size),
-                            CompressibleBytes(zc.chunk_size)}) {
+  for (const Bytes& data :
+       {RandomBytes(8, zc.chunk_size), CompressibleBytes(zc.chunk_size)}) {
     Store::PutStats stats;
     auto ref = (*zs)->PutChunk(data, &stats);
     ASSERT_TRUE(ref.ok());
