@@ -346,7 +346,15 @@ Status LibvirtClient::AbortJob(const std::string& domain) {
   ASSIGN_OR_RETURN(auto conn, Get());
   ASSIGN_OR_RETURN(DomainPtr d, conn->Lookup(domain));
   if (virDomainAbortJob(d.get()) < 0) {
-    return LibvirtError("abort job of " + domain);
+    Status st = LibvirtError("abort job of " + domain);
+    // The job may have ended between our look and the abort (another
+    // request's export ending, a job completing): no job is what we wanted.
+    virDomainJobInfo info{};
+    if (virDomainGetJobInfo(d.get(), &info) == 0 &&
+        info.type == VIR_DOMAIN_JOB_NONE) {
+      return Status::Ok();
+    }
+    return st;
   }
   return Status::Ok();
 }
