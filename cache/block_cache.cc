@@ -244,6 +244,7 @@ struct alignas(64) Shard {
   uint64_t misses GUARDED_BY(mu) = 0;
   uint64_t waits GUARDED_BY(mu) = 0;
   uint64_t evictions GUARDED_BY(mu) = 0;
+  uint64_t readahead_skipped GUARDED_BY(mu) = 0;
 };
 
 // Reads buf at offset in pieces the source accepts.
@@ -368,13 +369,12 @@ class BlockCache::Impl {
       stats.evictions += shard.evictions;
       stats.resident_bytes += shard.usage - shard.inflight;
       stats.inflight_bytes += shard.inflight;
+      stats.readahead_skipped += shard.readahead_skipped;
     }
     stats.capacity_bytes = options_.capacity_bytes;
     stats.fills = fills_.load(std::memory_order_relaxed);
     stats.readahead_fills = readahead_fills_.load(std::memory_order_relaxed);
     stats.fill_errors = fill_errors_.load(std::memory_order_relaxed);
-    stats.readahead_skipped =
-        skipped_readahead_.load(std::memory_order_relaxed);
     return stats;
   }
 
@@ -447,7 +447,6 @@ class BlockCache::Impl {
   std::atomic<uint64_t> fills_{0};
   std::atomic<uint64_t> readahead_fills_{0};
   std::atomic<uint64_t> fill_errors_{0};
-  std::atomic<uint64_t> skipped_readahead_{0};
 
   Mutex queue_mu_;
   std::condition_variable queue_cv_;
@@ -664,7 +663,7 @@ void BlockCache::Impl::ReadAhead(const std::shared_ptr<Image>& image,
     MutexLock lock(shard.mu);
     if (shard.map.contains(key)) continue;  // resident or in flight
     if (shard.inflight + BlockLength(*image, b) > shard_capacity_ / 2) {
-      skipped_readahead_.fetch_add(1, std::memory_order_relaxed);
+      ++shard.readahead_skipped;
       continue;
     }
     auto it = shard.map.try_emplace(key).first;
