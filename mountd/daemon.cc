@@ -257,10 +257,14 @@ void Daemon::OnEvent(const DomainEvent& event) {
 }
 
 void Daemon::RefreshLoop() {
+  // The store poll runs on a clock of its own: libvirt sends events for every
+  // domain on the host, and on a busy host they never pause for long.
+  constexpr auto kPollInterval = std::chrono::seconds(5);
+  auto next_poll = std::chrono::steady_clock::now() + kPollInterval;
   std::unique_lock lock(events_mu_);
   while (!stopping_) {
-    events_cv_.wait_for(lock, std::chrono::seconds(5),
-                        [this] { return stopping_ || !events_.empty(); });
+    events_cv_.wait_until(lock, next_poll,
+                          [this] { return stopping_ || !events_.empty(); });
     if (stopping_) break;
     std::deque<DomainEvent> batch;
     batch.swap(events_);
@@ -290,7 +294,10 @@ void Daemon::RefreshLoop() {
           break;
       }
     }
-    if (batch.empty() && !libvirt_->alive()) {
+    const auto now = std::chrono::steady_clock::now();
+    const bool poll = now >= next_poll;
+    if (poll) next_poll = now + kPollInterval;
+    if (poll && !libvirt_->alive()) {
       // libvirtd went away: the next call reconnects and queues
       // kReconnected, which resynchronises the tree.
       reload = true;
@@ -298,7 +305,7 @@ void Daemon::RefreshLoop() {
     if (resync) exports_->Resync();
     // Jobs of exports that ended while libvirt was unreachable.
     exports_->RetryEnds();
-    if (batch.empty()) {
+    if (poll) {
       // Every few seconds: pick up store changes made by the CLI (prune,
       // reindex) through the shared catalog.
       Status st = stored_->Refresh();

@@ -98,9 +98,22 @@ assert_contains "$out" "remove" "prune --dry-run lists what goes"
 assert_exists "$D/b1"
 rc=0; ck prune >/dev/null 2>&1 || rc=$?
 assert_eq "$rc" 1 "prune without a keep rule refuses"
+# libvirt sends the daemon the events of every domain on the host: a steady
+# stream of them (a domain suspended and resumed every second) must not hold
+# back the poll that picks up the prune.
+FLOOD_STOP="$CKT_WORK/flood.stop"
+(while [[ ! -e "$FLOOD_STOP" ]]; do
+  virsh -q suspend "$DOM" >/dev/null && virsh -q resume "$DOM" >/dev/null
+  sleep 1
+done) &
+flood=$!
+CKT_BG_PIDS+=("$flood")
 out=$(ck prune --keep-last 1) || fail "prune failed: $out"
 gone() { [[ ! -e "$1" ]]; }
 wait_for "b1 leaves the tree after prune" 30 gone "$D/b1"
+touch "$FLOOD_STOP"
+wait "$flood" || fail "suspending and resuming $DOM failed"
+assert_eq "$(virsh domstate "$DOM" | sed -n 1p)" running "$DOM after the event stream"
 assert_not_exists "$STORE"/backups/*/b1/backup.json
 cmp_image "$D/b2/vda.img" "$(expected_file "$DOM" 0 b2)" "b2 after prune"
 
