@@ -16,10 +16,10 @@
 #include <cstring>
 #include <fstream>
 #include <mutex>
-#include <sstream>
 #include <thread>
 #include <unordered_set>
 
+#include "backend/mounts.h"
 #include "fs/fuse_mount.h"
 
 namespace ckptfs {
@@ -225,15 +225,11 @@ fuse_operations MakeOps() {
 // The device number ("0:42") of the FUSE mount on `mountpoint` in our mount
 // namespace, or "" when it is not mounted here (any more).
 std::string MountDevice(const std::string& mountpoint) {
-  std::ifstream mi("/proc/self/mountinfo");
-  std::string line;
   std::string found;
-  while (std::getline(mi, line)) {
-    std::istringstream ss(line);
-    std::string id, parent, devno, root, mp;
-    ss >> id >> parent >> devno >> root >> mp;
-    if (mp == mountpoint && line.find(" - fuse.") != std::string::npos) {
-      found = devno;
+  for (const MountEntry& e : ReadMountInfo()) {
+    // The last one is on top.
+    if (e.mountpoint == mountpoint && e.fstype.starts_with("fuse.")) {
+      found = e.devno;
     }
   }
   return found;

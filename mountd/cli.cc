@@ -6,9 +6,9 @@
 
 #include <cerrno>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <vector>
+
+#include "backend/mounts.h"
 
 namespace ckptfs {
 
@@ -68,14 +68,9 @@ Result<std::string> FindMount(const std::string& explicit_mount) {
     }
     return named;
   }
-  std::ifstream mounts("/proc/mounts");
-  std::string line;
   std::vector<std::string> found;
-  while (std::getline(mounts, line)) {
-    std::istringstream ss(line);
-    std::string dev, mp, type;
-    ss >> dev >> mp >> type;
-    if (type == "fuse.ckptfs") found.push_back(mp);
+  for (const MountEntry& e : ReadMountInfo()) {
+    if (e.fstype == "fuse.ckptfs") found.push_back(e.mountpoint);
   }
   if (found.empty()) {
     return NotFound(

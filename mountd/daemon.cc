@@ -103,7 +103,8 @@ class ControlHandle : public FileHandle {
     {
       std::lock_guard lock(mu_);
       reply_ = r.json;
-      reply_offset_ = offset + data.size();
+      // A failed write leaves the file offset where it was.
+      reply_offset_ = r.status.ok() ? offset + data.size() : offset;
     }
     if (!r.status.ok()) return r.status;
     return data.size();

@@ -636,7 +636,12 @@ make_loop_fs() {  # SIZE DIR
 }
 
 is_mounted() {  # MP
-  awk -v mp="$1" '$2 == mp {found = 1} END {exit !found}' /proc/self/mounts
+  # The kernel writes blanks, tabs, newlines and backslashes as \ooo.
+  local esc=${1//\\/\\134}
+  esc=${esc// /\\040}
+  esc=${esc//$'\t'/\\011}
+  esc=${esc//$'\n'/\\012}
+  CKT_ESC=$esc awk '$2 == ENVIRON["CKT_ESC"] {found = 1} END {exit !found}' /proc/self/mounts
 }
 
 daemon_pid_of() {  # MP -> pid from status.json
@@ -734,19 +739,21 @@ except OSError as e:
     result = name(e)
 resp = b""
 try:
+    # To the end: the reply is the JSON object and nothing after it, whether
+    # the write succeeded (offset moved on) or failed (offset unchanged).
     for _ in range(64):
         chunk = os.read(fd, 65536)
         if not chunk:
             break
         resp += chunk
-        try:
-            json.loads(resp)
-            break
-        except ValueError:
-            pass
 except OSError as e:
     resp += f"<read failed: {name(e)}>".encode()
 os.close(fd)
+try:
+    json.loads(resp)
+except ValueError:
+    result = "BAD_REPLY_" + result
+
 with open(resp_path, "wb") as f:
     f.write(resp)
 print(result)
@@ -988,6 +995,7 @@ ckt_reap_stale() {
   local mp dom pid d
   # shellcheck disable=SC2013  # our paths have no blanks
   for mp in $(awk -v r="$CKT_ROOT/work-" 'index($2, r) == 1 {print $2}' /proc/self/mounts); do
+    mp=$(printf '%b' "$mp")   # \040 is a blank
     pid=$(sed -n 's:.*/work-[a-z-]*-\([0-9]*\)\..*:\1:p' <<<"$mp")
     if [[ -z "$pid" ]] || pid_alive "$pid"; then continue; fi
     say "reaping stale mount $mp"
