@@ -90,7 +90,10 @@ std::string TakeString(char* s) {
 // The handler behind a client's event registrations. Deliveries and
 // StopEvents() are serialised, so once StopEvents() returns the owner may go
 // away even while libvirt still dispatches an event of a connection that is
-// being closed.
+// being closed. This object itself must outlive that dispatch: deregistering
+// does not wait for a callback already running on the event loop thread, so
+// every registration holds a reference of its own, which libvirt drops (the
+// free callback) once no dispatch uses it any more.
 struct LibvirtEvents {
   std::mutex mu;
   LibvirtClient::EventHandler handler;  // guarded by mu; empty once stopped
@@ -107,13 +110,8 @@ struct LibvirtClient::Conn {
   virConnectPtr conn = nullptr;
   std::vector<int> callbacks;
   std::atomic<bool> closed{false};
-  // The registrations' opaque pointer: lives as long as they do.
-  std::shared_ptr<LibvirtEvents> events;
 
-  // Close() is a function of its own so that TSan reports name this frame:
-  // tests/tsan.supp matches it.
-  ~Conn() { Close(); }
-  void Close() {
+  ~Conn() {
     for (int id : callbacks) virConnectDomainEventDeregisterAny(conn, id);
     if (conn) virConnectClose(conn);
   }
@@ -127,8 +125,14 @@ struct LibvirtClient::Conn {
 
 namespace {
 
+// A registration's opaque pointer: its own reference to the handler.
+using EventsRef = std::shared_ptr<LibvirtEvents>;
+LibvirtEvents& EventsOf(void* opaque) {
+  return **static_cast<EventsRef*>(opaque);
+}
+void FreeEventsRef(void* opaque) { delete static_cast<EventsRef*>(opaque); }
+
 int OnLifecycle(virConnectPtr, virDomainPtr dom, int event, int, void* opaque) {
-  auto* events = static_cast<LibvirtEvents*>(opaque);
   DomainEvent::Kind kind = DomainEvent::Kind::kOther;
   switch (event) {
     case VIR_DOMAIN_EVENT_DEFINED:
@@ -147,13 +151,13 @@ int OnLifecycle(virConnectPtr, virDomainPtr dom, int event, int, void* opaque) {
     default:
       break;
   }
-  events->Deliver({kind, virDomainGetName(dom)});
+  EventsOf(opaque).Deliver({kind, virDomainGetName(dom)});
   return 0;
 }
 
 void OnJobCompleted(virConnectPtr, virDomainPtr dom, virTypedParameterPtr, int,
                     void* opaque) {
-  static_cast<LibvirtEvents*>(opaque)->Deliver(
+  EventsOf(opaque).Deliver(
       {DomainEvent::Kind::kJobCompleted, virDomainGetName(dom)});
 }
 
@@ -196,16 +200,21 @@ Status LibvirtClient::Open() {
   // Keepalive notices a dead libvirtd within ~20 s even while idle.
   virConnectSetKeepAlive(conn->conn, 5, 3);
   virConnectRegisterCloseCallback(conn->conn, OnClose, &conn->closed, nullptr);
-  conn->events = events_;
-  void* handler = events_.get();
-  int id = virConnectDomainEventRegisterAny(
-      conn->conn, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-      VIR_DOMAIN_EVENT_CALLBACK(OnLifecycle), handler, nullptr);
-  if (id >= 0) conn->callbacks.push_back(id);
-  id = virConnectDomainEventRegisterAny(
-      conn->conn, nullptr, VIR_DOMAIN_EVENT_ID_JOB_COMPLETED,
-      VIR_DOMAIN_EVENT_CALLBACK(OnJobCompleted), handler, nullptr);
-  if (id >= 0) conn->callbacks.push_back(id);
+  // On failure libvirt does not call the free callback: the reference is
+  // ours to drop.
+  auto add = [&](int event_id, virConnectDomainEventGenericCallback cb) {
+    auto* ref = new EventsRef(events_);
+    const int id = virConnectDomainEventRegisterAny(
+        conn->conn, nullptr, event_id, cb, ref, FreeEventsRef);
+    if (id >= 0) {
+      conn->callbacks.push_back(id);
+    } else {
+      delete ref;
+    }
+  };
+  add(VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(OnLifecycle));
+  add(VIR_DOMAIN_EVENT_ID_JOB_COMPLETED,
+      VIR_DOMAIN_EVENT_CALLBACK(OnJobCompleted));
   conn_ = std::move(conn);
   return Status::Ok();
 }

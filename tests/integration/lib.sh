@@ -750,7 +750,8 @@ except OSError as e:
     resp += f"<read failed: {name(e)}>".encode()
 os.close(fd)
 try:
-    json.loads(resp)
+    if not isinstance(json.loads(resp), dict):
+        raise ValueError("not an object")
 except ValueError:
     result = "BAD_REPLY_" + result
 
@@ -993,7 +994,7 @@ ckt_cleanup() {
 # its trap ran): mounts and dirs under $CKT_ROOT, domains named ckt-<test>-<pid>.
 ckt_reap_stale() {
   local mp dom pid d
-  # shellcheck disable=SC2013  # our paths have no blanks
+  # shellcheck disable=SC2013  # the kernel prints blanks as \040
   for mp in $(awk -v r="$CKT_ROOT/work-" 'index($2, r) == 1 {print $2}' /proc/self/mounts); do
     mp=$(printf '%b' "$mp")   # \040 is a blank
     pid=$(sed -n 's:.*/work-[a-z-]*-\([0-9]*\)\..*:\1:p' <<<"$mp")

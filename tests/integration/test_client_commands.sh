@@ -180,6 +180,14 @@ DOM2=$(dom_name second)
 make_domain "$DOM2" 16M
 ctl_ok "$MP/control/checkpoint" "$DOM name=u1" >/dev/null
 assert_has_job "$DOM"
+# The copy is what makes this case: without it (no libvirt mount namespace,
+# or one the unmount propagates into) the connection simply ends.
+qemu_mounts="/proc/$(qemu_pid "$DOM2")/mountinfo"
+if grep -qF " ${MP// /\\040} " "$qemu_mounts"; then
+  pass "QEMU of $DOM2 holds a copy of the mount"
+else
+  say "NOTE: QEMU of $DOM2 holds no copy of the mount; the daemon's unmount watch is not exercised here"
+fi
 timeout 120 fusermount3 -u "$MP" || fail "fusermount3 -u '$MP' failed"
 daemon_gone() { ! pid_alive "$1"; }
 wait_for "daemon $PID exits after fusermount3 -u" 60 daemon_gone "$PID"
