@@ -81,13 +81,14 @@ int main(int argc, char** argv) {
   m.chunks.resize(n);
   {
     std::atomic<uint64_t> next{0};
+    const auto batch = (*store)->NewBatch();
     const double w0 = Now(), c0 = CpuSeconds();
     std::vector<std::thread> pool;
     for (unsigned t = 0; t < threads; ++t) {
       pool.emplace_back([&] {
         for (uint64_t i; (i = next.fetch_add(1)) < n;) {
           auto ref = (*store)->PutChunk(std::span(data).subspan(i * cs, cs),
-                                        nullptr, /*deferred=*/true);
+                                        nullptr, batch.get());
           if (!ref.ok()) Die(ref.status());
           m.chunks[i] = *ref;
         }
@@ -96,7 +97,7 @@ int main(int argc, char** argv) {
     for (auto& t : pool) t.join();
     const double w1 = Now(), c1 = CpuSeconds();
     Report("put (hash+compress+write)", w1 - w0, c1 - c0, size);
-    if (auto s = (*store)->CommitChunks(); !s.ok()) Die(s);
+    if (auto s = batch->Commit(); !s.ok()) Die(s);
     Report("commit (syncfs+rename)", Now() - w1, CpuSeconds() - c1, size);
   }
   {
@@ -139,15 +140,16 @@ int main(int argc, char** argv) {
     while (text.size() < size) text += kWords[r2() % 6];
     const auto* bytes = reinterpret_cast<const std::byte*>(text.data());
     uint64_t stored = 0;
+    const auto batch = (*store)->NewBatch();
     const double w0 = Now(), c0 = CpuSeconds();
     for (uint64_t i = 0; i < n; ++i) {
       ckptfs::ChunkPutStats stats;
       auto ref = (*store)->PutChunk(std::span(bytes + i * cs, cs), &stats,
-                                    /*deferred=*/true);
+                                    batch.get());
       if (!ref.ok()) Die(ref.status());
       stored += stats.stored_bytes;
     }
-    if (auto s = (*store)->CommitChunks(); !s.ok()) Die(s);
+    if (auto s = batch->Commit(); !s.ok()) Die(s);
     Report("put text (1 thread)", Now() - w0, CpuSeconds() - c0, size);
     std::printf("%-28s %.1f%% of the plain bytes\n", "text stored as",
                 100.0 * stored / size);

@@ -94,7 +94,9 @@ Status ReadTask(Store& store, const Task& task, const CheckpointDisk& disk,
     if (task.base.zero) {
       std::memset(data.data(), 0, data.size());
     } else {
-      base = store.GetChunk(task.base, data);
+      // A damaged base chunk is moved aside, so that the whole chunk read
+      // below is stored afresh instead of deduplicated onto the bad copy.
+      base = store.CheckChunk(task.base, data);
     }
     if (base.ok()) {
       *from_export = 0;
@@ -130,6 +132,9 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
   record.mode = plan.base ? "incremental" : "full";
   record.created = view.created;
   record.checkpoint_xml = view.xml;
+  // A backup never changes once written: a name taken in the store (also
+  // by an attempt that did not complete) fails before anything is written.
+  RETURN_IF_ERROR(store_.CheckNameFree(record.domain_uuid, record.checkpoint));
 
   // Plan every disk: which chunks to read, which come from the base.
   std::vector<Manifest> manifests(view.disks.size());
@@ -193,8 +198,7 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
           m.chunks[i] = ref;
           continue;
         }
-        ASSIGN_OR_RETURN(bool present,
-                         store_.objects().Touch(Store::ChunkKey(ref.hash)));
+        ASSIGN_OR_RETURN(bool present, store_.TouchChunk(ref.hash));
         if (present) {
           m.chunks[i] = ref;
           continue;
@@ -241,6 +245,9 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
   std::mutex mu;
   Status first_error;  // guarded by mu
   std::vector<uint64_t> bytes_read(view.disks.size(), 0);
+  // This job's chunk writes, made durable and visible together; nothing of
+  // another job's commits with them, nor fails with them.
+  const std::unique_ptr<ObjectStore::Batch> batch = store_.NewBatch();
   auto worker = [&] {
     std::vector<std::byte> buf(std::max(cs, kReadBytes));
     for (;;) {
@@ -269,7 +276,7 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
         const uint64_t off = c * cs;
         Result<ChunkRef> ref = store_.PutChunk(
             std::span(buf.data() + off, std::min(cs, len - off)), nullptr,
-            /*deferred=*/true);
+            batch.get());
         if (ref.ok()) {
           manifests[task.disk].chunks[task.chunk + c] = *ref;
         } else {
@@ -301,28 +308,24 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
   const unsigned n = std::max(1u, threads_);
   for (unsigned i = 0; i < n; ++i) pool.emplace_back(worker);
   for (auto& th : pool) th.join();
-  if (!first_error.ok()) {
-    // What the workers stored is whole: make it visible rather than leave
-    // temporaries behind. Nothing references it, so gc removes it (and a
-    // retry deduplicates against it).
-    Status committed = store_.CommitChunks();
-    if (!committed.ok()) spdlog::warn("{}", committed.ToString());
-    return ExplainNoSpace(first_error);
-  }
+  // A failed job's chunks are dropped with its batch: nothing names them.
+  if (!first_error.ok()) return ExplainNoSpace(first_error);
   jobs_.Update(plan.job_id, [&](Job& j) { j.done = total; });
 
-  // Durable in order: chunks (one commit for all), manifests, then the
-  // record, then the catalog row.
-  RETURN_IF_ERROR(store_.CommitChunks());
-  // A failure from here on takes back what this backup wrote: a failed job
-  // leaves no manifests (they would pin chunks against gc) and no record (a
-  // failed backup is never served nor a base).
+  // Durable in order: chunks (one commit for this job's), manifests, then
+  // the record, then the catalog row. Every chunk a manifest names is then
+  // durable: this job's by the commit, the reused ones were durable when
+  // found (only committed objects are visible) and touched, so gc keeps
+  // them (see Store::CollectGarbage).
+  RETURN_IF_ERROR(ExplainNoSpace(batch->Commit()));
+  // A failure from here on takes back what this job wrote, and only that: a
+  // failed job leaves no manifests (they would pin chunks against gc) and no
+  // record (a failed backup is never served nor a base).
+  std::vector<std::string> written;
+  bool record_written = false;
   auto undo = [&](const Status& st) {
-    if (st.code() == Code::kAlreadyExists) return st;  // not ours to delete
-    Status ds = store_.DeleteBackup(record);
-    if (!ds.ok() && ds.code() != Code::kNotFound) {
-      spdlog::warn("{}: {}", record.id, ds.ToString());
-    }
+    Status ds = store_.DeleteWritten(record, written, record_written);
+    if (!ds.ok()) spdlog::warn("{}: {}", record.id, ds.ToString());
     return ExplainNoSpace(st);
   };
   for (size_t d = 0; d < manifests.size(); ++d) {
@@ -336,9 +339,11 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
     record.disks[d].bytes_read = bytes_read[d];
     Status ms = store_.PutManifest(record, manifests[d]);
     if (!ms.ok()) return undo(ms);
+    written.push_back(manifests[d].disk);
   }
   record.completed = NowMs() / 1000;
   if (Status ps = store_.PutBackup(record); !ps.ok()) return undo(ps);
+  record_written = true;
   if (Status as = catalog_.AddBackup(record); !as.ok()) return undo(as);
   spdlog::info("{}: backup {} complete ({}, {} bytes read)", record.domain,
                record.checkpoint, record.mode, total);

@@ -509,41 +509,40 @@ Status Daemon::ReconcileCatalog() {
   return catalog_->ReplaceBackups(in_store);
 }
 
-std::string Daemon::LockPrefix() {
+std::string Daemon::HostName() {
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
-  return std::string(host) + "-" + std::to_string(getpid()) + "-";
+  return host;
 }
 
 void Daemon::RemoveStaleLocks() {
   // Locks of backups by dead daemons of this host would only make gc keep
-  // more; remove them.
-  char host[256] = {};
-  gethostname(host, sizeof(host) - 1);
-  const std::string prefix = std::string(host) + "-";
+  // more; remove them. The owner is matched by the lock's fields: host
+  // "node" must never take "node-2"'s lock for its own.
+  const std::string host = HostName();
   auto locks = store_->ListLocks();
   if (!locks.ok()) return;
-  for (const auto& [name, started] : *locks) {
-    if (name.rfind(prefix, 0) != 0) continue;
-    const pid_t pid = std::atoi(name.c_str() + prefix.size());
-    if (pid > 0 && kill(pid, 0) == 0) continue;
+  for (const Store::Lock& lock : *locks) {
+    if (lock.host.empty() || lock.host != host) continue;
+    if (lock.pid > 0 && lock.pid <= INT32_MAX &&
+        kill(static_cast<pid_t>(lock.pid), 0) == 0) {
+      continue;
+    }
     // The backup it names never completed if it has no record: its
     // manifests would pin chunks against gc and look like damage to verify.
-    const size_t at = name.find('@');
-    const size_t slash = name.find('/', at);
-    if (at != std::string::npos && slash != std::string::npos) {
+    if (!lock.domain_uuid.empty() && !lock.checkpoint.empty()) {
       BackupRecord partial;
-      partial.domain_uuid = name.substr(at + 1, slash - at - 1);
-      partial.checkpoint = name.substr(slash + 1);
+      partial.domain_uuid = lock.domain_uuid;
+      partial.checkpoint = lock.checkpoint;
       auto record = store_->GetBackup(partial.domain_uuid, partial.checkpoint);
       if (!record.ok() && record.status().code() == Code::kNotFound &&
           store_->DeleteBackup(partial).ok()) {
         spdlog::warn("removed the incomplete backup {} of a stopped daemon",
-                     name.substr(at + 1));
+                     BackupId(lock.domain_uuid, lock.checkpoint));
       }
     }
-    spdlog::info("removing the store lock of a stopped backup: {}", name);
-    (void)store_->DeleteLock(name);
+    spdlog::info("removing the store lock of a stopped backup: {}", lock.name);
+    (void)store_->DeleteLock(lock.name);
   }
 }
 
@@ -648,7 +647,13 @@ Status Daemon::StartBackup(const Request& req, const std::string& job_id,
       return AlreadyExists("checkpoint " + req.checkpoint + " of " + domain +
                            " is backed up already");
     }
+    RETURN_IF_ERROR(store_->CheckNameFree(dom.uuid, req.checkpoint));
   } else {
+    // A name the store holds already is refused before the checkpoint is
+    // made: a backup never changes (BackupRunner checks again).
+    if (!req.name.empty()) {
+      RETURN_IF_ERROR(store_->CheckNameFree(dom.uuid, req.name));
+    }
     if (req.mode == "incremental") {
       // Bad input changes nothing: refuse before creating the checkpoint.
       std::vector<std::string> targets;
@@ -674,13 +679,21 @@ Status Daemon::StartBackup(const Request& req, const std::string& job_id,
     created = true;
   }
 
+  // The unchanged chunks come from the backup of exactly the checkpoint the
+  // export is incremental from: same name and same creation time (a
+  // checkpoint deleted and made again under its old name started its bitmap
+  // later; the old backup misses what was written in between).
   std::optional<BackupRecord> base;
   if (req.mode != "full" && view->mode == "incremental" &&
       !view->base.empty()) {
     auto b = catalog_->GetBackup(BackupId(dom.uuid, view->base));
-    if (b.ok() && b->has_value()) base = std::move(**b);
+    if (b.ok() && b->has_value() && (*b)->created == view->base_created) {
+      base = std::move(**b);
+    }
   }
   if (req.mode == "incremental" && !base) {
+    // Bad input changes nothing: no export is left behind.
+    if (created) (void)exports_->End(domain, view->name);
     return InvalidArgument("mode=incremental: the base of checkpoint " +
                            view->name +
                            " has no complete backup; use "
@@ -702,16 +715,17 @@ Status Daemon::StartBackup(const Request& req, const std::string& job_id,
   exports_->SetState(domain, "backing-up");
 
   // Announce the running backup to gc before any chunk is reused. The lock
-  // names the backup, so that a daemon started after this one was killed
-  // removes what it left (RemoveStaleLocks); unless that would not fit a
-  // file name.
-  std::string lock_name = LockPrefix() + job_id;
-  if (const std::string named =
-          lock_name + "@" + BackupId(dom.uuid, view->name);
-      EncodeKeyComponent(named).size() <= 255) {
-    lock_name = named;
-  }
-  Status ls = store_->PutLock(lock_name, NowMs() / 1000);
+  // names its owner and the backup, so that this host's daemon started
+  // after this one was killed removes what it left (RemoveStaleLocks).
+  Store::Lock store_lock;
+  store_lock.name = HostName() + "-" + std::to_string(getpid()) + "-" + job_id;
+  store_lock.started = NowMs() / 1000;
+  store_lock.host = HostName();
+  store_lock.pid = getpid();
+  store_lock.domain_uuid = dom.uuid;
+  store_lock.checkpoint = view->name;
+  const std::string lock_name = store_lock.name;
+  Status ls = store_->PutLock(store_lock);
   if (!ls.ok()) {
     if (created) (void)exports_->End(domain, view->name);
     return ls.Annotate("cannot lock the store");

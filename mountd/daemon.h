@@ -90,8 +90,7 @@ class Daemon : public Filesystem {
   void FinishJob(const std::string& id, const Status& st,
                  const std::string& fail_state);
   Status ReconcileCatalog();
-  // Store lock names of this daemon's backups: "<host>-<pid>-<job id>".
-  static std::string LockPrefix();
+  static std::string HostName();
   void RemoveStaleLocks();
   Result<std::unique_ptr<FileHandle>> OpenNode(const Node& node, int flags);
 

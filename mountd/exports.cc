@@ -320,6 +320,14 @@ Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
   BaseChoice choice;
   if (req.mode != "full") {
     if (choose_base_) choice = choose_base_(dom, targets, cps);
+    // A backup with mode=incremental needs a base that has a backup; the
+    // parent rule would give an incremental export it cannot use.
+    if (choice.checkpoint.empty() && req.mode == "incremental") {
+      return InvalidArgument(
+          "mode=incremental: domain " + domain +
+          " has no complete backup whose checkpoint bitmaps libvirt still "
+          "has; take a full backup (mode=full or auto)");
+    }
     if (choice.checkpoint.empty() && !cps.empty()) {
       const CheckpointInfo& parent = cps.back();
       if (std::all_of(targets.begin(), targets.end(),
@@ -384,6 +392,14 @@ Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
   cw.Close();
 
   Status begun = libvirt_.BeginBackup(domain, backup_xml(base), cw.ToString());
+  if (!begun.ok() && !base.empty() && req.mode == "incremental") {
+    // Asked for an incremental only: refuse rather than copy in full (the
+    // job did not begin, so nothing was created).
+    CleanDomainDir(dir);
+    return InvalidArgument("mode=incremental: libvirt refused an incremental "
+                           "export from " + base + " (" + begun.message() +
+                           "); take a full backup (mode=full or auto)");
+  }
   if (!begun.ok() && !base.empty()) {
     // A base whose bitmap is missing or inconsistent must never give a wrong
     // .changes: fall back to a full export and say so.
@@ -421,6 +437,11 @@ Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
   view->name = name;
   view->mode = base.empty() ? "full" : "incremental";
   view->base = base;
+  // The base is this very checkpoint of libvirt's, not an older one of the
+  // same name: a backup takes unchanged chunks only from a backup of it.
+  for (const CheckpointInfo& cp : cps) {
+    if (cp.name == base) view->base_created = cp.creation_time;
+  }
   auto info = libvirt_.GetCheckpoint(domain, name);
   if (!info.ok()) return fail(info.status());
   view->created = info->creation_time;

@@ -1,12 +1,11 @@
 #include "mountd/store_cli.h"
 
-#include <chrono>
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "backend/store/local_object_store.h"
 #include "backend/store/store.h"
 #include "mountd/catalog.h"
 #include "mountd/jobs.h"
@@ -37,39 +36,6 @@ std::string Human(uint64_t bytes) {
   char buf[32];
   snprintf(buf, sizeof(buf), u ? "%.1f %s" : "%.0f %s", v, units[u]);
   return buf;
-}
-
-// Backups with objects under their prefix but no backup.json, as (domain
-// uuid, checkpoint): a lost record, or a backup that was interrupted (or is
-// running: its manifests come before its record).
-Result<std::vector<std::pair<std::string, std::string>>> IncompleteBackups(
-    Store& store) {
-  ASSIGN_OR_RETURN(const std::vector<std::string> keys,
-                   store.objects().List("backups/"));
-  std::map<std::string, bool> has_record;  // "backups/<uuid>/<checkpoint>/"
-  for (const std::string& key : keys) {
-    const size_t a = key.find('/', 8);
-    const size_t b = a == std::string::npos ? a : key.find('/', a + 1);
-    if (b == std::string::npos || key.find('/', b + 1) != std::string::npos) {
-      continue;
-    }
-    bool& has = has_record[key.substr(0, b + 1)];
-    has = has || key.compare(b + 1, std::string::npos, "backup.json") == 0;
-  }
-  std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& [prefix, has] : has_record) {
-    if (has) continue;
-    const size_t a = prefix.find('/', 8);
-    std::string uuid, checkpoint;
-    if (!DecodeKeyComponent(prefix.substr(8, a - 8), &uuid) ||
-        !DecodeKeyComponent(prefix.substr(a + 1, prefix.size() - a - 2),
-                            &checkpoint)) {
-      uuid = prefix.substr(8, a - 8);
-      checkpoint = prefix.substr(a + 1, prefix.size() - a - 2);
-    }
-    out.emplace_back(uuid, checkpoint);
-  }
-  return out;
 }
 
 }  // namespace
@@ -141,26 +107,39 @@ int StoreVerify(const std::string& store_dir) {
     for (const auto& line : *found) std::cout << "  " << line << "\n";
   }
   // Manifests without a record: a lost backup.json is damage, unless a
-  // backup is running (it writes its record last).
-  auto incomplete = IncompleteBackups(**store);
+  // backup is running (it writes its record last) or a delete was cut
+  // short (gc finishes it).
+  auto incomplete = (*store)->ListIncomplete();
   if (!incomplete.ok()) return Fail(incomplete.status());
   auto locks = (*store)->ListLocks();
-  const bool running = !locks.ok() || !locks->empty();
   size_t checked = backups->size() + problems.size();
-  for (const auto& [uuid, checkpoint] : *incomplete) {
-    std::string domain = uuid;
+  for (const Store::Incomplete& inc : *incomplete) {
+    std::string domain = inc.domain_uuid;
     for (const auto& b : *backups) {
-      if (b.domain_uuid == uuid) domain = b.domain;
+      if (b.domain_uuid == inc.domain_uuid) domain = b.domain;
     }
+    const std::string what = domain + "/" + inc.checkpoint;
+    if (inc.deleting) {
+      std::cout << "note    " << what
+                << ": its removal was interrupted; 'ckptfs gc' finishes it\n";
+      continue;
+    }
+    // A lock that names this backup, or one that names none (unreadable).
+    const bool running =
+        !locks.ok() ||
+        std::any_of(locks->begin(), locks->end(), [&](const auto& l) {
+          return l.domain_uuid.empty() || (l.domain_uuid == inc.domain_uuid &&
+                                           l.checkpoint == inc.checkpoint);
+        });
     if (running) {
-      std::cout << "note    " << domain << "/" << checkpoint
+      std::cout << "note    " << what
                 << ": incomplete (no backup.json); a backup is running, "
                    "this may be it\n";
       continue;
     }
     ++checked;
     ++damaged;
-    std::cout << "DAMAGED " << domain << "/" << checkpoint
+    std::cout << "DAMAGED " << what
               << ": incomplete: manifests without backup.json (the record "
                  "was lost, or the backup was interrupted)\n";
   }
@@ -197,26 +176,24 @@ int StoreGc(const std::string& store_dir, bool dry_run) {
   if (!store.ok()) return Fail(store.status());
   auto locks = (*store)->ListLocks();
   if (!locks.ok()) return Fail(locks.status());
-  // Keep every chunk touched since the oldest running backup began (and a
-  // minute of margin for clocks and in-flight writes).
-  int64_t cutoff = NowMs() / 1000;
-  for (const auto& [name, started] : *locks) {
-    cutoff = std::min(cutoff, started);
-    std::cout << "backup running: " << name << "\n";
+  for (const auto& lock : *locks) {
+    std::cout << "backup running: " << lock.name << "\n";
   }
-  cutoff -= 60;
-  auto stats = (*store)->CollectGarbage(cutoff, dry_run);
+  // Keep everything written or touched since the oldest running backup
+  // began.
+  auto cutoff = (*store)->GcCutoff(NowMs() / 1000);
+  if (!cutoff.ok()) return Fail(cutoff.status());
+  auto stats = (*store)->CollectGarbage(*cutoff, dry_run);
   if (!stats.ok()) return Fail(stats.status());
-  std::cout << (dry_run ? "would remove " : "removed ") << stats->deleted
-            << " of " << stats->chunks << " chunks (" << stats->referenced
-            << " referenced, " << stats->recent << " recent kept)\n";
-  // Temporaries of writers that were killed; an hour old, so that no write
-  // in progress loses its file.
-  auto* local = dynamic_cast<LocalObjectStore*>(&(*store)->objects());
-  if (local != nullptr && !dry_run) {
-    auto removed = local->RemoveStaleTemporaries(std::chrono::hours(1));
-    if (!removed.ok()) return Fail(removed.status());
-    std::cout << "removed " << *removed << " stale temporaries\n";
+  const char* verb = dry_run ? "would remove " : "removed ";
+  if (stats->leftovers > 0) {
+    std::cout << verb << stats->leftovers << " objects of incomplete backups\n";
+  }
+  std::cout << verb << stats->deleted << " of " << stats->chunks << " chunks ("
+            << stats->referenced << " referenced, " << stats->recent
+            << " recent kept)\n";
+  if (!dry_run) {
+    std::cout << "removed " << stats->temporaries << " stale temporaries\n";
   }
   return 0;
 }

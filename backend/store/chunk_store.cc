@@ -96,7 +96,8 @@ std::string ChunkStore::KeyOf(const ChunkHash& hash) {
 }
 
 Result<ChunkRef> ChunkStore::Put(std::span<const std::byte> data,
-                                 ChunkPutStats* stats, bool deferred) {
+                                 ChunkPutStats* stats,
+                                 ObjectStore::Batch* batch) {
   if (stats != nullptr) *stats = {};
   if (data.empty() || data.size() > chunk_size_) {
     return InvalidArgument("chunk of " + std::to_string(data.size()) +
@@ -127,13 +128,22 @@ Result<ChunkRef> ChunkStore::Put(std::span<const std::byte> data,
   // Not smaller compressed: store the plain bytes (see the header). A frame
   // exactly as long as the chunk goes plain too, so sizes never collide.
   if (plain_if_incompressible_ && n >= data.size()) bytes = data;
-  RETURN_IF_ERROR(deferred ? objects_->PutDeferred(key, bytes)
-                           : objects_->Put(key, bytes));
+  RETURN_IF_ERROR(batch != nullptr ? batch->Put(key, bytes)
+                                   : objects_->Put(key, bytes));
   if (stats != nullptr) *stats = {bytes.size(), true};
   return ref;
 }
 
-Status ChunkStore::Get(const ChunkRef& ref, std::span<std::byte> out) {
+Status ChunkStore::Get(const ChunkRef& ref, std::span<std::byte> out,
+                       bool* damaged) {
+  bool ignored = false;
+  if (damaged == nullptr) damaged = &ignored;
+  *damaged = false;
+  // Read whole but wrong: the object itself is bad.
+  auto bad = [&](const std::string& what) {
+    *damaged = true;
+    return Corrupt(ref.hash, what);
+  };
   if (out.empty() || out.size() > chunk_size_) {
     return InvalidArgument("chunk read of " + std::to_string(out.size()) +
                            " bytes; chunks hold 1 to " +
@@ -153,7 +163,7 @@ Status ChunkStore::Get(const ChunkRef& ref, std::span<std::byte> out) {
                    size.status().ToString());
   }
   if (plain_if_incompressible_ && *size == out.size()) {
-    if (Sha256(out) != ref.hash) return Corrupt(ref.hash, "hash mismatch");
+    if (Sha256(out) != ref.hash) return bad("hash mismatch");
     return Status::Ok();
   }
   // A zstd frame: GetInto left a smaller one in out (decompression cannot
@@ -177,27 +187,24 @@ Status ChunkStore::Get(const ChunkRef& ref, std::span<std::byte> out) {
   const unsigned long long content =
       ZSTD_getFrameContentSize(frame.data(), frame.size());
   if (content == ZSTD_CONTENTSIZE_ERROR) {
-    return Corrupt(ref.hash, "not a zstd frame");
+    return bad("not a zstd frame");
   }
   if (content != ZSTD_CONTENTSIZE_UNKNOWN && content != out.size()) {
-    return Corrupt(ref.hash, "holds " + std::to_string(content) +
-                                 " bytes, expected " +
-                                 std::to_string(out.size()));
+    return bad("holds " + std::to_string(content) + " bytes, expected " +
+               std::to_string(out.size()));
   }
   DCtx dctx = pool_->TakeDecompress();
   const size_t n = ZSTD_decompressDCtx(dctx.get(), out.data(), out.size(),
                                        frame.data(), frame.size());
   pool_->Return(std::move(dctx));
   if (ZSTD_isError(n)) {
-    return Corrupt(ref.hash,
-                   std::string("undecodable: ") + ZSTD_getErrorName(n));
+    return bad(std::string("undecodable: ") + ZSTD_getErrorName(n));
   }
   if (n != out.size()) {
-    return Corrupt(ref.hash, "holds " + std::to_string(n) +
-                                 " bytes, expected " +
-                                 std::to_string(out.size()));
+    return bad("holds " + std::to_string(n) + " bytes, expected " +
+               std::to_string(out.size()));
   }
-  if (Sha256(out) != ref.hash) return Corrupt(ref.hash, "hash mismatch");
+  if (Sha256(out) != ref.hash) return bad("hash mismatch");
   return Status::Ok();
 }
 

@@ -54,14 +54,18 @@ class ChunkStore {
   ObjectStore& objects() const { return *objects_; }
 
   // REQUIRES (else kInvalidArgument): 0 < data.size() <= chunk_size().
-  // With `deferred`, a new chunk is written with ObjectStore::PutDeferred:
-  // the caller must Commit() the object store before referencing it.
+  // With a `batch`, a new chunk is written into it: the caller must Commit()
+  // the batch before anything references the chunk.
   Result<ChunkRef> Put(std::span<const std::byte> data,
-                       ChunkPutStats* stats = nullptr, bool deferred = false);
+                       ChunkPutStats* stats = nullptr,
+                       ObjectStore::Batch* batch = nullptr);
 
   // Reads the chunk into out; out.size() is its plain length (chunk_size(),
   // or less for the last chunk of a disk). Zero chunks fill out with zeros.
-  Status Get(const ChunkRef& ref, std::span<std::byte> out);
+  // `damaged`, if given, is set when the object was read but its bytes do
+  // not decode or verify (as opposed to missing or unreadable).
+  Status Get(const ChunkRef& ref, std::span<std::byte> out,
+             bool* damaged = nullptr);
 
  private:
   struct ContextPool;

@@ -8,11 +8,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <ctime>
 #include <filesystem>
 #include <functional>
+#include <mutex>
 #include <random>
 #include <utility>
+#include <vector>
 
 namespace ckptfs {
 
@@ -106,6 +107,14 @@ std::string Hex64(uint64_t v) {
 }
 
 constexpr std::string_view kTempPrefix = ".tmp.";
+// Where DeleteIfUnusedSince moves an object while it decides, and
+// Quarantine keeps a damaged one.
+constexpr std::string_view kTrashPrefix = ".trash.";
+constexpr std::string_view kBadPrefix = ".bad.";
+
+std::string Join(const std::string& parent, std::string_view name) {
+  return parent.empty() ? std::string(name) : parent + "/" + std::string(name);
+}
 
 // Calls fn(rel_path, is_dir) for every entry below `rel` ("" = the root),
 // depth first; descends into a directory only if descend(rel_path) says so.
@@ -226,6 +235,11 @@ std::string LocalObjectStore::PathOf(const std::string& key) const {
   return key.empty() ? dir_ : dir_ + "/" + key;
 }
 
+std::string LocalObjectStore::TempName() {
+  return std::string(kTempPrefix) + Hex64(nonce_) + "." +
+         std::to_string(next_temp_.fetch_add(1));
+}
+
 Status LocalObjectStore::MakeDirectories(const std::string& parent) {
   size_t pos = 0;
   while (pos <= parent.size()) {
@@ -248,20 +262,32 @@ Status LocalObjectStore::MakeDirectories(const std::string& parent) {
 
 Status LocalObjectStore::Put(const std::string& key,
                              std::span<const std::byte> data) {
+  return PutLoop(key, data, /*exclusive=*/false);
+}
+
+Status LocalObjectStore::Create(const std::string& key,
+                                std::span<const std::byte> data) {
+  return PutLoop(key, data, /*exclusive=*/true);
+}
+
+Status LocalObjectStore::PutLoop(const std::string& key,
+                                 std::span<const std::byte> data,
+                                 bool exclusive) {
   RETURN_IF_ERROR(ValidateObjectKey(key));
   // A concurrent Delete may remove an empty directory between our mkdir and
   // the creation of the temporary; try again a few times.
   Status status;
   for (int attempt = 0; attempt < 5; ++attempt) {
     bool retry = false;
-    status = PutOnce(key, data, &retry);
+    status = PutOnce(key, data, exclusive, &retry);
     if (!retry) break;
   }
   return status;
 }
 
 Status LocalObjectStore::PutOnce(const std::string& key,
-                                 std::span<const std::byte> data, bool* retry) {
+                                 std::span<const std::byte> data,
+                                 bool exclusive, bool* retry) {
   const std::string parent = ParentOf(key);
   const std::string name = BaseOf(key);
   const std::string path = PathOf(key);
@@ -275,12 +301,11 @@ Status LocalObjectStore::PutOnce(const std::string& key,
     return FromErrno(errno, "putting " + path + ": opening directory");
   }
 
-  const std::string temp = std::string(kTempPrefix) + Hex64(nonce_) + "." +
-                           std::to_string(next_temp_.fetch_add(1));
+  const std::string temp = TempName();
   const std::string temp_path =
       PathOf(parent.empty() ? temp : parent + "/" + temp);
   Fd file(::openat(dir.get(), temp.c_str(),
-                   O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+                   O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (file.get() < 0) {
     if (errno == ENOENT) *retry = true;  // directory removed meanwhile
     return FromErrno(errno, "creating " + temp_path);
@@ -298,7 +323,9 @@ Status LocalObjectStore::PutOnce(const std::string& key,
   if (::close(file.release()) != 0) {
     return fail(FromErrno(errno, "closing " + temp_path));
   }
-  if (::renameat(dir.get(), temp.c_str(), dir.get(), name.c_str()) != 0) {
+  if (::renameat2(dir.get(), temp.c_str(), dir.get(), name.c_str(),
+                  exclusive ? RENAME_NOREPLACE : 0) != 0) {
+    if (errno == EEXIST) return fail(AlreadyExists(path + " exists"));
     return fail(FromErrno(errno, "renaming " + temp_path + " to " + path));
   }
   if (::fsync(dir.get()) != 0) {
@@ -311,20 +338,49 @@ Status LocalObjectStore::PutOnce(const std::string& key,
   return Status::Ok();
 }
 
-Status LocalObjectStore::PutDeferred(const std::string& key,
-                                     std::span<const std::byte> data) {
+// The temporaries of one writer, renamed into place together.
+class LocalObjectStore::LocalBatch : public ObjectStore::Batch {
+ public:
+  explicit LocalBatch(LocalObjectStore& store) : store_(store) {}
+  ~LocalBatch() override {
+    for (const Pending& p : pending_) {
+      ::unlinkat(store_.dir_fd_, p.temp.c_str(), 0);
+    }
+  }
+  Status Put(const std::string& key, std::span<const std::byte> data) override;
+  Status Commit() override;
+
+ private:
+  struct Pending {
+    std::string temp;  // relative to the root
+    std::string key;
+  };
+  LocalObjectStore& store_;
+  std::mutex mu_;
+  std::vector<Pending> pending_;  // guarded by mu_
+};
+
+std::unique_ptr<ObjectStore::Batch> LocalObjectStore::NewBatch() {
+  return std::make_unique<LocalBatch>(*this);
+}
+
+Status LocalObjectStore::LocalBatch::Put(const std::string& key,
+                                         std::span<const std::byte> data) {
   RETURN_IF_ERROR(ValidateObjectKey(key));
   const std::string parent = ParentOf(key);
+  const std::string path = store_.PathOf(key);
   if (!parent.empty()) {
-    RETURN_IF_ERROR(MakeDirectories(parent).Annotate("putting " + PathOf(key)));
+    RETURN_IF_ERROR(store_.MakeDirectories(parent).Annotate("putting " + path));
   }
-  const std::string temp = (parent.empty() ? "" : parent + "/") +
-                           std::string(kTempPrefix) + Hex64(nonce_) + "." +
-                           std::to_string(next_temp_.fetch_add(1));
-  Fd file(::openat(dir_fd_, temp.c_str(),
-                   O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (file.get() < 0) return FromErrno(errno, "creating " + PathOf(temp));
-  Status st = WriteAll(file.get(), data, PathOf(temp));
+  const std::string temp =
+      (parent.empty() ? "" : parent + "/") + store_.TempName();
+  const int root = store_.dir_fd_;
+  Fd file(::openat(root, temp.c_str(),
+                   O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (file.get() < 0) {
+    return FromErrno(errno, "creating " + store_.PathOf(temp));
+  }
+  Status st = WriteAll(file.get(), data, store_.PathOf(temp));
   // Start writing back now, so the disk works while the backup copies on
   // and Commit's syncfs finds little left to flush. Only a hint: failures
   // here surface at the syncfs.
@@ -332,34 +388,49 @@ Status LocalObjectStore::PutDeferred(const std::string& key,
     (void)::sync_file_range(file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
   }
   if (st.ok() && ::close(file.release()) != 0) {
-    st = FromErrno(errno, "closing " + PathOf(temp));
+    st = FromErrno(errno, "closing " + store_.PathOf(temp));
   }
   if (!st.ok()) {
-    ::unlinkat(dir_fd_, temp.c_str(), 0);
+    ::unlinkat(root, temp.c_str(), 0);
     return st;
   }
-  std::lock_guard lock(pending_mu_);
+  std::lock_guard lock(mu_);
   pending_.push_back({temp, key});
   return Status::Ok();
 }
 
-Status LocalObjectStore::Commit() {
+Status LocalObjectStore::LocalBatch::Commit() {
   std::vector<Pending> pending;
   {
-    std::lock_guard lock(pending_mu_);
+    std::lock_guard lock(mu_);
     pending.swap(pending_);
   }
   if (pending.empty()) return Status::Ok();
+  const int root = store_.dir_fd_;
+  const std::string& dir = store_.dir_;
+  // Whatever fails below, no temporary of this batch stays behind.
+  auto drop_from = [&](size_t i) {
+    for (; i < pending.size(); ++i) {
+      ::unlinkat(root, pending[i].temp.c_str(), 0);
+    }
+  };
   // Data first: no object becomes visible before its bytes are durable.
-  if (::syncfs(dir_fd_) != 0) return FromErrno(errno, "syncing " + dir_);
-  for (const Pending& p : pending) {
-    if (::renameat(dir_fd_, p.temp.c_str(), dir_fd_, p.key.c_str()) != 0) {
-      return FromErrno(errno,
-                       "renaming " + PathOf(p.temp) + " to " + PathOf(p.key));
+  if (::syncfs(root) != 0) {
+    const int err = errno;
+    drop_from(0);
+    return FromErrno(err, "syncing " + dir);
+  }
+  for (size_t i = 0; i < pending.size(); ++i) {
+    const Pending& p = pending[i];
+    if (::renameat(root, p.temp.c_str(), root, p.key.c_str()) != 0) {
+      const int err = errno;
+      drop_from(i);
+      return FromErrno(err, "renaming " + store_.PathOf(p.temp) + " to " +
+                                store_.PathOf(p.key));
     }
   }
   // Then the names.
-  if (::syncfs(dir_fd_) != 0) return FromErrno(errno, "syncing " + dir_);
+  if (::syncfs(root) != 0) return FromErrno(errno, "syncing " + dir);
   return Status::Ok();
 }
 
@@ -401,7 +472,88 @@ Result<bool> LocalObjectStore::Touch(const std::string& key) {
     if (errno == ENOENT || errno == ENOTDIR) return false;
     return FromErrno(errno, "touch " + PathOf(key));
   }
+  // The time may have landed on an inode gc had just moved aside (the name
+  // was looked up before gc's rename): then gc saw the old time and deletes
+  // it, and the name is gone now. Asking again closes that window.
+  struct stat st;
+  if (::fstatat(dir_fd_, key.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) return false;
+    return FromErrno(errno, "stat " + PathOf(key));
+  }
+  return S_ISREG(st.st_mode);
+}
+
+Result<bool> LocalObjectStore::DeleteIfUnusedSince(const std::string& key,
+                                                   int64_t cutoff) {
+  RETURN_IF_ERROR(ValidateObjectKey(key));
+  const std::string parent = ParentOf(key);
+  const std::string name = BaseOf(key);
+  const std::string path = PathOf(key);
+  Fd dir(OpenDir(dir_fd_, parent));
+  if (dir.get() < 0) {
+    if (errno == ENOENT || errno == ENOTDIR) return false;
+    return FromErrno(errno, "opening directory of " + path);
+  }
+  struct stat st;
+  if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return false;
+    return FromErrno(errno, "stat " + path);
+  }
+  if (!S_ISREG(st.st_mode) || st.st_mtime >= cutoff) return false;
+  // Move it aside, then look at the moved inode: a Touch that resolved the
+  // name before the rename has set its time by now or will find the name
+  // gone when it checks (see Touch); one after the rename fails.
+  const std::string trash = std::string(kTrashPrefix) + name;
+  if (::renameat(dir.get(), name.c_str(), dir.get(), trash.c_str()) != 0) {
+    if (errno == ENOENT) return false;
+    return FromErrno(errno, "moving " + path + " aside");
+  }
+  // ENOENT below: another gc put it back (RemoveStaleTemporaries).
+  if (::fstatat(dir.get(), trash.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return false;
+    return FromErrno(errno, "stat " + PathOf(Join(parent, trash)));
+  }
+  if (st.st_mtime >= cutoff) {
+    // Touched meanwhile: put it back, unless a writer stored it again.
+    if (::renameat2(dir.get(), trash.c_str(), dir.get(), name.c_str(),
+                    RENAME_NOREPLACE) != 0) {
+      ::unlinkat(dir.get(), trash.c_str(), 0);
+    }
+    return false;
+  }
+  if (::unlinkat(dir.get(), trash.c_str(), 0) != 0) {
+    if (errno == ENOENT) return false;
+    return FromErrno(errno, "deleting " + path);
+  }
+  if (::fsync(dir.get()) != 0) {
+    return FromErrno(errno, "syncing directory of " + path);
+  }
   return true;
+}
+
+Status LocalObjectStore::Quarantine(const std::string& key) {
+  RETURN_IF_ERROR(ValidateObjectKey(key));
+  const std::string parent = ParentOf(key);
+  const std::string path = PathOf(key);
+  Fd dir(OpenDir(dir_fd_, parent));
+  if (dir.get() < 0) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      return NotFound(path + ": no such object");
+    }
+    return FromErrno(errno, "opening directory of " + path);
+  }
+  // Several damaged copies of one key may come and go: keep each.
+  const std::string bad = std::string(kBadPrefix) + BaseOf(key) + "." +
+                          Hex64(nonce_) + "." +
+                          std::to_string(next_temp_.fetch_add(1));
+  if (::renameat(dir.get(), BaseOf(key).c_str(), dir.get(), bad.c_str()) != 0) {
+    if (errno == ENOENT) return NotFound(path + ": no such object");
+    return FromErrno(errno, "moving " + path + " aside");
+  }
+  if (::fsync(dir.get()) != 0) {
+    return FromErrno(errno, "syncing directory of " + path);
+  }
+  return Status::Ok();
 }
 
 Result<int64_t> LocalObjectStore::ModifiedTime(const std::string& key) {
@@ -460,15 +612,24 @@ Status LocalObjectStore::Delete(const std::string& key) {
   return Status::Ok();
 }
 
-Result<uint64_t> LocalObjectStore::RemoveStaleTemporaries(
-    std::chrono::seconds min_age) {
-  const time_t cutoff = std::time(nullptr) - min_age.count();
+Result<uint64_t> LocalObjectStore::RemoveStaleTemporaries(int64_t cutoff) {
   uint64_t removed = 0;
   auto descend = [](const std::string& rel) {
     return !BaseOf(rel).starts_with('.');
   };
   auto on_file = [&](const std::string& rel, int dir_fd,
                      const std::string& name) {
+    if (name.starts_with(kTrashPrefix)) {
+      // A gc killed while it decided: put the object back (whole; if it is
+      // unused the next gc deletes it) unless a writer stored it again.
+      const std::string back = name.substr(kTrashPrefix.size());
+      if (::renameat2(dir_fd, name.c_str(), dir_fd, back.c_str(),
+                      RENAME_NOREPLACE) != 0 &&
+          errno == EEXIST) {
+        ::unlinkat(dir_fd, name.c_str(), 0);
+      }
+      return Status::Ok();
+    }
     if (!name.starts_with(kTempPrefix)) return Status::Ok();
     struct stat st;
     if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {

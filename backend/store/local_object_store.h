@@ -6,7 +6,11 @@
 // to create directories, their parents), so after a crash an object is either
 // complete or absent. Temporaries start with '.', which no key component may,
 // so List never returns them; one a crash left behind is removed by
-// RemoveStaleTemporaries. Delete removes directories that became empty (a
+// RemoveStaleTemporaries. gc's DeleteIfUnusedSince first renames the object
+// to DIR/<parent>/.trash.<name>, then checks its time on the moved inode: a
+// Touch that found the object before the rename shows there (the object is
+// put back), one after it finds nothing (Touch checks the name again after
+// setting the time). Delete removes directories that became empty (a
 // Put racing with that retries).
 //
 // Errors: the errno of a failed system call maps through FromErrno (ENOSPC ->
@@ -19,10 +23,8 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "backend/store/object_store.h"
@@ -40,6 +42,8 @@ class LocalObjectStore : public ObjectStore {
   LocalObjectStore& operator=(const LocalObjectStore&) = delete;
 
   Status Put(const std::string& key, std::span<const std::byte> data) override;
+  Status Create(const std::string& key,
+                std::span<const std::byte> data) override;
   Result<std::vector<std::byte>> Get(const std::string& key) override;
   Result<size_t> GetInto(const std::string& key,
                          std::span<std::byte> buf) override;
@@ -50,38 +54,42 @@ class LocalObjectStore : public ObjectStore {
   Status Delete(const std::string& key) override;
   std::string location() const override { return dir_; }
 
-  // Removes temporaries older than min_age (left by a crashed writer; a
-  // younger one may belong to a Put in progress). Returns how many it removed.
-  Result<uint64_t> RemoveStaleTemporaries(std::chrono::seconds min_age);
+  Result<bool> DeleteIfUnusedSince(const std::string& key,
+                                   int64_t cutoff) override;
+  Status Quarantine(const std::string& key) override;
 
-  // Writes the temporary without fsync; Commit() syncs the filesystem once,
-  // renames every pending temporary into place, and syncs again: two
-  // syncfs calls instead of two fsyncs per object.
-  Status PutDeferred(const std::string& key,
-                     std::span<const std::byte> data) override;
-  Status Commit() override;
+  // Removes temporaries last modified before `cutoff` (epoch seconds): left
+  // by a crashed writer. A running backup's temporaries are younger than its
+  // store lock, so gc passes a cutoff before the oldest lock. Puts back an
+  // object a killed gc had moved aside (see DeleteIfUnusedSince). Returns how
+  // many temporaries it removed.
+  Result<uint64_t> RemoveStaleTemporaries(int64_t cutoff) override;
+
+  // Each batch writes its temporaries without fsync; its Commit() syncs the
+  // filesystem once, renames the batch's temporaries into place, and syncs
+  // again: two syncfs calls instead of two fsyncs per object. Destroyed
+  // uncommitted, it removes its temporaries.
+  std::unique_ptr<Batch> NewBatch() override;
 
  private:
+  class LocalBatch;
   LocalObjectStore(std::string dir, int dir_fd, uint64_t nonce);
 
   // Makes the directories of `parent` (a key prefix without trailing '/')
   // below the root, fsyncing the parent of each directory it creates.
   Status MakeDirectories(const std::string& parent);
+  Status PutLoop(const std::string& key, std::span<const std::byte> data,
+                 bool exclusive);
   Status PutOnce(const std::string& key, std::span<const std::byte> data,
-                 bool* retry);
+                 bool exclusive, bool* retry);
   std::string PathOf(const std::string& key) const;
+  // A fresh temporary name (no directory): never used before by any process.
+  std::string TempName();
 
   const std::string dir_;
   const int dir_fd_;
   const uint64_t nonce_;  // random per instance: temporaries never collide
   std::atomic<uint64_t> next_temp_{0};
-
-  struct Pending {
-    std::string temp;  // relative to the root
-    std::string key;
-  };
-  std::mutex pending_mu_;
-  std::vector<Pending> pending_;  // guarded by pending_mu_
 };
 
 }  // namespace ckptfs

@@ -59,6 +59,28 @@ Result<size_t> ObjectStore::GetInto(const std::string& key,
   return data.size();
 }
 
+namespace {
+
+// Puts each object as it comes: durable and visible on return, which is
+// more than a batch promises.
+class ImmediateBatch : public ObjectStore::Batch {
+ public:
+  explicit ImmediateBatch(ObjectStore& objects) : objects_(objects) {}
+  Status Put(const std::string& key, std::span<const std::byte> data) override {
+    return objects_.Put(key, data);
+  }
+  Status Commit() override { return Status::Ok(); }
+
+ private:
+  ObjectStore& objects_;
+};
+
+}  // namespace
+
+std::unique_ptr<ObjectStore::Batch> ObjectStore::NewBatch() {
+  return std::make_unique<ImmediateBatch>(*this);
+}
+
 Status ValidateObjectKey(std::string_view key) {
   if (key.empty()) return InvalidArgument("object key is empty");
   return CheckComponents("object key", key, /*allow_open_end=*/false);

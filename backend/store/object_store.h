@@ -6,7 +6,8 @@
 // - Put is atomic and durable on return: a reader (or a crash) sees the
 //   whole new object or no object, never a prefix. A failed Put leaves no
 //   object and nothing else behind. Putting an existing key replaces it
-//   atomically (chunks never change; a retried backup rewrites a manifest).
+//   atomically (locks and config; chunks never change, so a rewrite is the
+//   same bytes; manifests and records use Create).
 // - Get/Delete report kNotFound when the object is absent.
 // - List returns every key that starts with `prefix` (at any depth), sorted,
 //   never an in-progress temporary.
@@ -18,6 +19,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -33,6 +36,11 @@ class ObjectStore {
 
   virtual Status Put(const std::string& key,
                      std::span<const std::byte> data) = 0;
+  // Put that never replaces: kAlreadyExists if the key exists (of two
+  // racing Creates of one key, one fails). Manifests and records, which
+  // must never change once written.
+  virtual Status Create(const std::string& key,
+                        std::span<const std::byte> data) = 0;
   virtual Result<std::vector<std::byte>> Get(const std::string& key) = 0;
   // Get into a caller's buffer, for readers that know how big an object
   // should be (chunks): returns the object's size and, when it fits, its
@@ -51,16 +59,44 @@ class ObjectStore {
   // Seconds since the epoch of the object's last Put or Touch.
   virtual Result<int64_t> ModifiedTime(const std::string& key) = 0;
 
-  // Deferred durability for bulk writers (a backup's chunks): the object
-  // stays invisible (absent to Get/Exists/Touch/List) until Commit(), which
-  // makes every deferred object durable and then visible. A crash before
-  // Commit leaves nothing behind but temporaries; none is ever visible torn.
-  // Default: a plain Put.
-  virtual Status PutDeferred(const std::string& key,
-                             std::span<const std::byte> data) {
-    return Put(key, data);
+  // Deletes the object only if nobody Put or Touched it at or after
+  // `cutoff` (epoch seconds), atomically with respect to Touch: a Touch
+  // either lands before (the object stays) or reports false (the toucher
+  // writes it again). Returns true if it deleted the object, false if it
+  // was recent or absent. gc's delete, so that a chunk a running backup
+  // reuses is never lost between gc's check and its delete.
+  virtual Result<bool> DeleteIfUnusedSince(const std::string& key,
+                                           int64_t cutoff) = 0;
+
+  // Moves a damaged object out of the way: it becomes absent (so the next
+  // writer of that key stores it afresh, and every reader of the same bytes
+  // heals), while its contents are kept for inspection under a name no key
+  // can have (List does not return it). kNotFound if absent.
+  virtual Status Quarantine(const std::string& key) = 0;
+
+  // Removes what crashed writers left behind and nobody touched since
+  // `cutoff` (epoch seconds): temporaries of a local directory, nothing in
+  // stores whose writes are atomic. Returns how many it removed. Default: 0.
+  virtual Result<uint64_t> RemoveStaleTemporaries(int64_t /*cutoff*/) {
+    return uint64_t{0};
   }
-  virtual Status Commit() { return Status::Ok(); }
+
+  // A batch of deferred writes owned by one writer (a backup): its objects
+  // stay invisible (absent to Get/Exists/Touch/List) until Commit(), which
+  // makes every object of this batch, and only of this batch, durable and
+  // then visible. A crash or a batch destroyed before Commit leaves nothing
+  // visible (at most temporaries that RemoveStaleTemporaries removes). A
+  // failed Commit may have made some of the batch visible: each such object
+  // is whole, and the batch must not be used further. A batch must not
+  // outlive its store. Default: a plain Put per object.
+  class Batch {
+   public:
+    virtual ~Batch() = default;
+    virtual Status Put(const std::string& key,
+                       std::span<const std::byte> data) = 0;
+    virtual Status Commit() = 0;
+  };
+  virtual std::unique_ptr<Batch> NewBatch();
 
   // Where the objects live, for messages ("/var/lib/ckptfs/store",
   // "rados:backups").

@@ -4,6 +4,8 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <ctime>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <tuple>
@@ -22,6 +24,9 @@ constexpr char kConfigKey[] = "config.json";
 constexpr char kBackupsPrefix[] = "backups/";
 constexpr char kRecordName[] = "backup.json";
 constexpr char kManifestSuffix[] = ".manifest";
+// Marks a backup whose DeleteBackup is under way (never a disk's name: those
+// end in kManifestSuffix).
+constexpr char kDeletingName[] = "deleting";
 constexpr uint32_t kMinChunkSize = 4096;
 constexpr uint32_t kMaxChunkSize = 16u << 20;
 constexpr size_t kMaxComponent = 255;  // NAME_MAX of local filesystems
@@ -215,14 +220,41 @@ std::string Store::ManifestKey(const std::string& domain_uuid,
 // ------------------------------------------------------------------ chunks
 
 Result<ChunkRef> Store::PutChunk(std::span<const std::byte> data,
-                                 PutStats* stats, bool deferred) {
-  return chunks_->Put(data, stats, deferred);
+                                 PutStats* stats, ObjectStore::Batch* batch) {
+  return chunks_->Put(data, stats, batch);
 }
 
-Status Store::CommitChunks() { return objects_->Commit(); }
+std::unique_ptr<ObjectStore::Batch> Store::NewBatch() {
+  return objects_->NewBatch();
+}
 
 Status Store::GetChunk(const ChunkRef& ref, std::span<std::byte> out) {
   return chunks_->Get(ref, out);
+}
+
+Status Store::CheckChunk(const ChunkRef& ref, std::span<std::byte> out) {
+  bool damaged = false;
+  Status st = chunks_->Get(ref, out, &damaged);
+  if (st.ok() || !damaged) return st;
+  // Once more: a fault on the way (memory, a flaky cable) must not move a
+  // good chunk aside, which would take it from every backup naming it.
+  Status again = chunks_->Get(ref, out, &damaged);
+  if (again.ok() || !damaged) return again;
+  Status qs = objects_->Quarantine(ChunkKey(ref.hash));
+  if (!qs.ok() && qs.code() != Code::kNotFound) {
+    return st.Annotate("cannot move it aside: " + qs.message());
+  }
+  spdlog::warn(
+      "store {}: {}: moved aside; the next backup holding its data "
+      "stores it again",
+      objects_->location(), st.message());
+  return Status(st.code(), st.message() +
+                               "; moved aside, the next backup holding this "
+                               "data stores it again");
+}
+
+Result<bool> Store::TouchChunk(const ChunkHash& hash) {
+  return objects_->Touch(ChunkKey(hash));
 }
 
 // --------------------------------------------------------------- manifests
@@ -251,7 +283,7 @@ Status Store::PutManifest(const BackupRecord& backup,
                            " bytes, expected " + std::to_string(want));
   }
   const std::vector<std::byte> data = SerializeManifest(manifest);
-  return objects_->Put(
+  return objects_->Create(
       ManifestKey(backup.domain_uuid, backup.checkpoint, manifest.disk), data);
 }
 
@@ -333,8 +365,58 @@ Status Store::PutBackup(const BackupRecord& record) {
     return InvalidArgument("backup " + record.id +
                            ": domain uuid or checkpoint name is not UTF-8");
   }
-  return objects_->Put(RecordKey(record.domain_uuid, record.checkpoint),
-                       std::as_bytes(std::span(body.data(), body.size())));
+  return objects_->Create(RecordKey(record.domain_uuid, record.checkpoint),
+                          std::as_bytes(std::span(body.data(), body.size())));
+}
+
+Status Store::CheckNameFree(const std::string& domain_uuid,
+                            const std::string& checkpoint) {
+  RETURN_IF_ERROR(CheckName("domain uuid", domain_uuid));
+  RETURN_IF_ERROR(CheckName("checkpoint name", checkpoint));
+  ASSIGN_OR_RETURN(const std::vector<std::string> keys,
+                   objects_->List(BackupPrefix(domain_uuid, checkpoint)));
+  if (keys.empty()) return Status::Ok();
+  auto has = [&](const char* name) {
+    return std::any_of(keys.begin(), keys.end(), [&](const std::string& k) {
+      return k.ends_with(std::string("/") + name);
+    });
+  };
+  const std::string what =
+      "checkpoint '" + checkpoint + "' of domain " + domain_uuid;
+  if (has(kRecordName)) {
+    return AlreadyExists("the store holds a backup of " + what +
+                         "; a backup never changes: choose another name");
+  }
+  if (has(kDeletingName)) {
+    return AlreadyExists("a backup of " + what +
+                         " is being removed; 'ckptfs gc' finishes that");
+  }
+  return AlreadyExists("the store holds an incomplete backup of " + what +
+                       " (running, or without its record: see 'ckptfs "
+                       "verify'); choose another name");
+}
+
+Status Store::DeleteWritten(const BackupRecord& backup,
+                            const std::vector<std::string>& disks,
+                            bool record) {
+  RETURN_IF_ERROR(CheckName("domain uuid", backup.domain_uuid));
+  RETURN_IF_ERROR(CheckName("checkpoint name", backup.checkpoint));
+  if (disks.empty() && !record) return Status::Ok();
+  const std::string prefix =
+      BackupPrefix(backup.domain_uuid, backup.checkpoint);
+  auto drop = [&](const std::string& key) {
+    Status st = objects_->Delete(key);
+    return st.code() == Code::kNotFound ? Status::Ok() : st;
+  };
+  // Marked like a DeleteBackup, so that gc finishes it if this fails.
+  RETURN_IF_ERROR(objects_->Put(prefix + kDeletingName, {}));
+  // The record first: from there on the backup is incomplete, never served.
+  if (record) RETURN_IF_ERROR(drop(prefix + kRecordName));
+  for (const std::string& disk : disks) {
+    RETURN_IF_ERROR(
+        drop(ManifestKey(backup.domain_uuid, backup.checkpoint, disk)));
+  }
+  return drop(prefix + kDeletingName);
 }
 
 Result<BackupRecord> Store::GetBackup(const std::string& domain_uuid,
@@ -403,31 +485,65 @@ Result<std::vector<BackupRecord>> Store::ListBackups(
 Status Store::DeleteBackup(const BackupRecord& record) {
   RETURN_IF_ERROR(CheckName("domain uuid", record.domain_uuid));
   RETURN_IF_ERROR(CheckName("checkpoint name", record.checkpoint));
-  bool deleted = false;
-  // The record first: from here on the backup is incomplete, never served.
-  Status status =
-      objects_->Delete(RecordKey(record.domain_uuid, record.checkpoint));
-  if (status.ok()) {
-    deleted = true;
-  } else if (status.code() != Code::kNotFound) {
-    return status;
-  }
-  ASSIGN_OR_RETURN(
-      const std::vector<std::string> keys,
-      objects_->List(BackupPrefix(record.domain_uuid, record.checkpoint)));
-  for (const std::string& key : keys) {
-    status = objects_->Delete(key);
-    if (status.ok()) {
-      deleted = true;
-    } else if (status.code() != Code::kNotFound) {
-      return status;
-    }
-  }
-  if (!deleted) {
+  const std::string prefix =
+      BackupPrefix(record.domain_uuid, record.checkpoint);
+  ASSIGN_OR_RETURN(std::vector<std::string> keys, objects_->List(prefix));
+  if (keys.empty()) {
     return NotFound("no backup of checkpoint '" + record.checkpoint +
                     "' of domain " + record.domain_uuid);
   }
-  return Status::Ok();
+  const std::string mark = prefix + kDeletingName;
+  RETURN_IF_ERROR(objects_->Put(mark, {}));
+  auto drop = [&](const std::string& key) {
+    Status st = objects_->Delete(key);
+    return st.code() == Code::kNotFound ? Status::Ok() : st;
+  };
+  // The record first: from here on the backup is incomplete, never served.
+  const std::string record_key = prefix + kRecordName;
+  RETURN_IF_ERROR(drop(record_key));
+  for (const std::string& key : keys) {
+    if (key != record_key && key != mark) RETURN_IF_ERROR(drop(key));
+  }
+  return drop(mark);
+}
+
+Result<std::vector<Store::Incomplete>> Store::ListIncomplete() {
+  ASSIGN_OR_RETURN(const std::vector<std::string> keys,
+                   objects_->List(kBackupsPrefix));
+  // backups/<uuid>/<checkpoint>/<name>, sorted: one run of keys per backup.
+  std::vector<Incomplete> out;
+  std::string prefix;
+  bool complete = false;
+  auto flush = [&] {
+    if (!prefix.empty() && complete) out.pop_back();
+  };
+  for (const std::string& key : keys) {
+    if (std::count(key.begin(), key.end(), '/') != 3) continue;
+    const size_t cut = key.rfind('/') + 1;
+    if (key.compare(0, cut, prefix) != 0) {
+      flush();
+      prefix = key.substr(0, cut);
+      complete = false;
+      const size_t a = key.find('/', sizeof kBackupsPrefix - 1);
+      const std::string uuid_part =
+          key.substr(sizeof kBackupsPrefix - 1, a - sizeof kBackupsPrefix + 1);
+      const std::string cp_part = key.substr(a + 1, cut - a - 2);
+      Incomplete inc;
+      if (!DecodeKeyComponent(uuid_part, &inc.domain_uuid)) {
+        inc.domain_uuid = uuid_part;
+      }
+      if (!DecodeKeyComponent(cp_part, &inc.checkpoint)) {
+        inc.checkpoint = cp_part;
+      }
+      out.push_back(std::move(inc));
+    }
+    const std::string_view name = std::string_view(key).substr(cut);
+    if (name == kRecordName) complete = true;
+    if (name == kDeletingName) out.back().deleting = true;
+    out.back().keys.push_back(key);
+  }
+  flush();
+  return out;
 }
 
 // ------------------------------------------------------------------ images
@@ -491,7 +607,7 @@ Result<std::vector<std::string>> Store::VerifyBackup(
       if (ref.zero || verified.contains(ref.hash)) continue;
       const size_t length =
           static_cast<size_t>(std::min(cs, manifest->size - i * cs));
-      const Status status = GetChunk(ref, std::span(buf).first(length));
+      const Status status = CheckChunk(ref, std::span(buf).first(length));
       if (!status.ok()) {
         problems.push_back(backup.id + " disk " + disk.name + " offset " +
                            std::to_string(i * cs) + ": " + status.message());
@@ -503,9 +619,17 @@ Result<std::vector<std::string>> Store::VerifyBackup(
   return problems;
 }
 
-Status Store::PutLock(const std::string& name, int64_t started) {
-  const std::string body = nlohmann::json{{"started", started}}.dump() + "\n";
-  return objects_->Put("locks/" + EncodeKeyComponent(name),
+Status Store::PutLock(const Lock& lock) {
+  RETURN_IF_ERROR(CheckName("lock name", lock.name));
+  const std::string body =
+      json{{"started", lock.started},
+           {"host", lock.host},
+           {"pid", lock.pid},
+           {"domain_uuid", lock.domain_uuid},
+           {"checkpoint", lock.checkpoint}}
+          .dump(-1, ' ', false, json::error_handler_t::replace) +
+      "\n";
+  return objects_->Put("locks/" + EncodeKeyComponent(lock.name),
                        std::as_bytes(std::span(body.data(), body.size())));
 }
 
@@ -514,38 +638,92 @@ Status Store::DeleteLock(const std::string& name) {
   return st.code() == Code::kNotFound ? Status::Ok() : st;
 }
 
-Result<std::vector<std::pair<std::string, int64_t>>> Store::ListLocks() {
+namespace {
+
+// Fills the fields of a lock from its body; leaves what is missing or of
+// the wrong type at its default. Integers only: get<int64_t>() of a float
+// beyond int64 (1e300) is undefined behaviour.
+void ParseLockBody(std::string_view body, Store::Lock* lock) {
+  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return;
+  auto integer = [&](const char* key, int64_t* out) {
+    const auto it = j.find(key);
+    if (it != j.end() && it->is_number_integer() &&
+        !(it->is_number_unsigned() &&
+          it->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))) {
+      *out = it->get<int64_t>();
+    }
+  };
+  auto text = [&](const char* key, std::string* out) {
+    const auto it = j.find(key);
+    if (it != j.end() && it->is_string()) *out = it->get<std::string>();
+  };
+  integer("started", &lock->started);
+  integer("pid", &lock->pid);
+  text("host", &lock->host);
+  text("domain_uuid", &lock->domain_uuid);
+  text("checkpoint", &lock->checkpoint);
+}
+
+}  // namespace
+
+Result<std::vector<Store::Lock>> Store::ListLocks() {
   ASSIGN_OR_RETURN(const std::vector<std::string> keys,
                    objects_->List("locks/"));
-  std::vector<std::pair<std::string, int64_t>> out;
+  std::vector<Lock> out;
   for (const std::string& key : keys) {
     auto data = objects_->Get(key);
     if (!data.ok()) continue;  // released meanwhile
-    int64_t started = 0;
-    try {
-      auto j = nlohmann::json::parse(std::string_view(
-          reinterpret_cast<const char*>(data->data()), data->size()));
-      // Integers only: get<int64_t>() of a float beyond int64 (1e300) is
-      // undefined behaviour.
-      if (const auto& v = j.at("started"); v.is_number_integer()) {
-        started = v.get<int64_t>();
-      }
-    } catch (const std::exception&) {
-      // An unreadable lock still protects: treat it as started at 0, so
-      // gc keeps every chunk until someone removes it.
-    }
-    std::string name;
-    DecodeKeyComponent(key.substr(6), &name);
-    out.emplace_back(name, started);
+    Lock lock;
+    const std::string component = key.substr(key.find('/') + 1);
+    if (!DecodeKeyComponent(component, &lock.name)) lock.name = component;
+    // An unreadable lock still protects: started stays 0, so gc keeps
+    // every chunk until someone removes it.
+    ParseLockBody(AsText(*data), &lock);
+    out.push_back(std::move(lock));
   }
   return out;
 }
 
+Result<int64_t> Store::GcCutoff(int64_t now) {
+  ASSIGN_OR_RETURN(const auto locks, ListLocks());
+  int64_t cutoff = now;
+  for (const Lock& lock : locks) cutoff = std::min(cutoff, lock.started);
+  // A minute of margin for clocks and writes in flight.
+  return cutoff - 60;
+}
+
+Result<uint64_t> Store::RemoveLeftovers(bool dry_run) {
+  ASSIGN_OR_RETURN(const std::vector<Incomplete> incomplete, ListIncomplete());
+  uint64_t removed = 0;
+  for (const Incomplete& inc : incomplete) {
+    // Only a delete cut short (a killed prune, a failed job's undo) is
+    // garbage for sure. Manifests without a record or a mark are a running
+    // backup, one whose daemon died (its host's next daemon removes it with
+    // its lock), or a lost record: verify reports them, gc keeps them.
+    if (!inc.deleting) continue;
+    if (!dry_run) {
+      BackupRecord r;
+      r.domain_uuid = inc.domain_uuid;
+      r.checkpoint = inc.checkpoint;
+      Status st = DeleteBackup(r);
+      if (!st.ok() && st.code() != Code::kNotFound) return st;
+    }
+    removed += inc.keys.size();
+    spdlog::info("store {}: {} the rest of the deleted backup {}/{}",
+                 objects_->location(), dry_run ? "would remove" : "removed",
+                 inc.domain_uuid, inc.checkpoint);
+  }
+  return removed;
+}
+
 Result<Store::GcStats> Store::CollectGarbage(int64_t cutoff, bool dry_run) {
+  GcStats stats;
+  // Leftovers first, so that they no longer pin their chunks.
+  ASSIGN_OR_RETURN(stats.leftovers, RemoveLeftovers(dry_run));
   ASSIGN_OR_RETURN(const std::vector<ChunkHash> referenced, ReferencedChunks());
   ASSIGN_OR_RETURN(const std::vector<std::string> keys,
                    objects_->List("chunks/"));
-  GcStats stats;
   for (const std::string& key : keys) {
     ++stats.chunks;
     ChunkHash hash;
@@ -555,17 +733,22 @@ Result<Store::GcStats> Store::CollectGarbage(int64_t cutoff, bool dry_run) {
       ++stats.referenced;
       continue;
     }
-    auto mtime = objects_->ModifiedTime(key);
-    if (!mtime.ok()) continue;  // gone meanwhile
-    if (*mtime >= cutoff) {
-      ++stats.recent;
+    if (dry_run) {
+      auto mtime = objects_->ModifiedTime(key);
+      if (!mtime.ok()) continue;  // gone meanwhile
+      ++(*mtime >= cutoff ? stats.recent : stats.deleted);
       continue;
     }
-    ++stats.deleted;
-    if (!dry_run) {
-      Status st = objects_->Delete(key);
-      if (!st.ok() && st.code() != Code::kNotFound) return st;
-    }
+    ASSIGN_OR_RETURN(const bool deleted,
+                     objects_->DeleteIfUnusedSince(key, cutoff));
+    ++(deleted ? stats.deleted : stats.recent);
+  }
+  if (!dry_run) {
+    // Temporaries also wait an hour: a plain Put runs without a lock.
+    const int64_t temp_cutoff =
+        std::min(cutoff, static_cast<int64_t>(std::time(nullptr)) - 3600);
+    ASSIGN_OR_RETURN(stats.temporaries,
+                     objects_->RemoveStaleTemporaries(temp_cutoff));
   }
   return stats;
 }

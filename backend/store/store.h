@@ -104,16 +104,39 @@ class Store {
   // compression and the write are skipped if the chunk exists. Zero chunks
   // return {hash = {}, zero = true} and store nothing.
   // REQUIRES (else kInvalidArgument): 0 < data.size() <= chunk_size().
-  // `deferred`: see ChunkStore::Put; CommitChunks() makes them durable.
+  // With a `batch` (NewBatch), a new chunk is written into it and must not
+  // be referenced before batch->Commit() succeeded.
   Result<ChunkRef> PutChunk(std::span<const std::byte> data,
-                            PutStats* stats = nullptr, bool deferred = false);
-  Status CommitChunks();
+                            PutStats* stats = nullptr,
+                            ObjectStore::Batch* batch = nullptr);
+  // One writer's deferred chunk writes (see ObjectStore::Batch).
+  std::unique_ptr<ObjectStore::Batch> NewBatch();
   // Reads and verifies a chunk into out (out.size() = its plain length).
   // Missing, undecodable or mismatching data: kIoError
   // "chunk <hex>: hash mismatch (store corrupt)".
   Status GetChunk(const ChunkRef& ref, std::span<std::byte> out);
+  // GetChunk, and a chunk whose object is damaged (read whole, but it does
+  // not decode or verify, twice in a row) is moved aside
+  // (ObjectStore::Quarantine): it is then missing, so the next backup that
+  // holds the same bytes stores it again, and every backup naming it reads
+  // right again. The status says so. Used by verify and by a backup that
+  // finds its base's chunk bad.
+  Status CheckChunk(const ChunkRef& ref, std::span<std::byte> out);
+  // A backup reuses a stored chunk (from its base): restarts its age for gc
+  // (CollectGarbage). False if it is missing: the backup stores it again.
+  Result<bool> TouchChunk(const ChunkHash& hash);
 
   // ---- manifests and backup records (durable on return)
+  //
+  // A backup's objects never change once written: PutManifest and PutBackup
+  // fail with kAlreadyExists rather than replace anything, and a job undoes
+  // a failure with DeleteWritten (only what it wrote itself).
+
+  // kAlreadyExists if anything of a backup of that checkpoint is stored
+  // (its record, or manifests of an attempt that did not complete): a new
+  // backup of it must not start. Checked before a job writes anything.
+  Status CheckNameFree(const std::string& domain_uuid,
+                       const std::string& checkpoint);
   // REQUIRES (else kInvalidArgument): backup.id ==
   // BackupId(backup.domain_uuid, backup.checkpoint), manifest.backup_id ==
   // backup.id, manifest.chunk_size == chunk_size(), ChunkCount(size)
@@ -138,12 +161,29 @@ class Store {
   // *problems if given.
   Result<std::vector<BackupRecord>> ListBackups(
       std::vector<std::string>* problems = nullptr);
-  // Deletes the record first (so the backup is never served half-deleted),
-  // then every manifest under its prefix, also of disks the record does not
-  // list (leftovers of a crashed attempt). Only domain_uuid and checkpoint
-  // are used, so it also cleans up an incomplete backup. Chunks stay for gc.
-  // kNotFound if there was nothing to delete.
+  // Marks the backup as being deleted, deletes the record (so the backup is
+  // never served half-deleted), then every manifest under its prefix, then
+  // the mark: an interrupted delete is finished by gc, and verify does not
+  // take it for damage. Every manifest under its prefix goes, also of disks the
+  // record does not list (leftovers of a crashed attempt). Only domain_uuid and
+  // checkpoint are used, so it also cleans up an incomplete backup. Chunks stay
+  // for gc. kNotFound if there was nothing to delete.
   Status DeleteBackup(const BackupRecord& record);
+
+  // Backups with objects under their prefix but no record: a lost record,
+  // a backup that was interrupted (or is running: its manifests come before
+  // its record), or an interrupted DeleteBackup (`deleting`).
+  struct Incomplete {
+    std::string domain_uuid, checkpoint;
+    std::vector<std::string> keys;  // its objects
+    bool deleting = false;
+  };
+  Result<std::vector<Incomplete>> ListIncomplete();
+
+  // Takes back what one failed job wrote: its record if `record`, then the
+  // manifests of `disks`. Absent objects are fine.
+  Status DeleteWritten(const BackupRecord& backup,
+                       const std::vector<std::string>& disks, bool record);
 
   // One disk of a backup as a StoreSource (see store_source.h): size from
   // the manifest, verified chunk reads, zero chunks as holes, max_request
@@ -162,27 +202,48 @@ class Store {
   Result<std::vector<std::string>> VerifyBackup(const BackupRecord& backup);
 
   // Running backups announce themselves with a lock object (locks/<name>)
-  // holding their start time; gc keeps every chunk touched since the oldest
-  // start. A lock left by a killed process only makes gc keep more.
-  Status PutLock(const std::string& name, int64_t started);
+  // holding their start time and owner; gc keeps every chunk touched since
+  // the oldest start. A lock left by a killed process only makes gc keep
+  // more; its host's next daemon removes it (owners are matched by the
+  // fields, never by parsing names: host "node" is not "node-2").
+  struct Lock {
+    std::string name;  // unique; the key component
+    int64_t started = 0;
+    std::string host;  // empty if unknown (an unreadable or older lock)
+    int64_t pid = 0;
+    std::string domain_uuid, checkpoint;  // the backup it writes, if known
+    bool operator==(const Lock&) const = default;
+  };
+  Status PutLock(const Lock& lock);
   Status DeleteLock(const std::string& name);
-  Result<std::vector<std::pair<std::string, int64_t>>> ListLocks();
+  // An unreadable lock is listed with started = 0 (it still protects).
+  Result<std::vector<Lock>> ListLocks();
 
   struct GcStats {
-    uint64_t chunks = 0;      // chunk objects seen
-    uint64_t referenced = 0;  // of them, named by a manifest
-    uint64_t recent = 0;      // unreferenced but touched after the cutoff
-    uint64_t deleted = 0;     // removed (or, dry run, to remove)
+    uint64_t chunks = 0;       // chunk objects seen
+    uint64_t referenced = 0;   // of them, named by a manifest
+    uint64_t recent = 0;       // unreferenced but touched after the cutoff
+    uint64_t deleted = 0;      // removed (or, dry run, to remove)
+    uint64_t leftovers = 0;    // objects of deletes cut short, removed
+    uint64_t temporaries = 0;  // of crashed writers, removed
   };
-  // Removes chunk objects no manifest references and nobody touched since
-  // `cutoff` (epoch seconds). Safe while backups run when `cutoff` is before
-  // the start of each (see ListLocks): every chunk a running backup writes or
-  // reuses is touched after its start. A chunk touched between gc's check
-  // and its delete is written again by the backup (Touch reports it gone).
+  // The cutoff gc uses at time `now`: a minute before the start of the
+  // oldest running backup (ListLocks), or before now.
+  Result<int64_t> GcCutoff(int64_t now);
+  // Removes what nothing needs and nobody wrote or touched since `cutoff`
+  // (epoch seconds; GcCutoff): the rest of deletes cut short (a killed
+  // prune), then chunk objects no manifest references, then temporaries of
+  // crashed writers. Safe while backups run when `cutoff` is
+  // before the start of each: every object a running backup writes or
+  // reuses is written or touched after its start, and a chunk is deleted
+  // with ObjectStore::DeleteIfUnusedSince, so a Touch racing the delete
+  // either keeps it or reports it gone (the backup then writes it again).
   Result<GcStats> CollectGarbage(int64_t cutoff, bool dry_run);
 
  private:
   Store(std::shared_ptr<ObjectStore> objects, StoreConfig config);
+  // CollectGarbage's first step; returns the objects removed.
+  Result<uint64_t> RemoveLeftovers(bool dry_run);
 
   const std::shared_ptr<ObjectStore> objects_;
   const StoreConfig config_;

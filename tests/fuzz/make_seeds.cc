@@ -24,6 +24,7 @@
 #include "backend/xml.h"
 #include "mountd/catalog.h"
 #include "mountd/jobs.h"
+#include "tests/fakes/memory_object_store.h"
 
 namespace ckptfs {
 namespace {
@@ -58,48 +59,6 @@ class SeedWriter {
  private:
   fs::path root_;
   int count_ = 0;
-};
-
-// The in-memory ObjectStore the store_objects target reads from; here it
-// collects what a real Store writes.
-class MemoryObjectStore : public ObjectStore {
- public:
-  explicit MemoryObjectStore(std::map<std::string, Bytes>* objects)
-      : objects_(*objects) {}
-  Status Put(const std::string& key, std::span<const std::byte> data) override {
-    RETURN_IF_ERROR(ValidateObjectKey(key));
-    objects_[key].assign(data.begin(), data.end());
-    return Status::Ok();
-  }
-  Result<Bytes> Get(const std::string& key) override {
-    auto it = objects_.find(key);
-    if (it == objects_.end()) return NotFound(key);
-    return it->second;
-  }
-  Result<bool> Exists(const std::string& key) override {
-    return objects_.contains(key);
-  }
-  Result<bool> Touch(const std::string& key) override {
-    return objects_.contains(key);
-  }
-  Result<int64_t> ModifiedTime(const std::string&) override {
-    return int64_t{0};
-  }
-  Result<std::vector<std::string>> List(const std::string& prefix) override {
-    std::vector<std::string> keys;
-    for (auto it = objects_.lower_bound(prefix);
-         it != objects_.end() && it->first.starts_with(prefix); ++it) {
-      keys.push_back(it->first);
-    }
-    return keys;
-  }
-  Status Delete(const std::string& key) override {
-    return objects_.erase(key) ? Status::Ok() : NotFound(key);
-  }
-  std::string location() const override { return "seeds"; }
-
- private:
-  std::map<std::string, Bytes>& objects_;
 };
 
 void Check(const Status& st) {
@@ -263,14 +222,14 @@ void ObjectKeySeeds(SeedWriter& w) {
 
 // A store as the daemon leaves it, in the store_objects input format.
 std::string StoreImage(bool incremental_too, bool damage) {
-  std::map<std::string, Bytes> objects;
+  auto owned = std::make_unique<MemoryObjectStore>("seeds");
+  MemoryObjectStore* memory = owned.get();  // owned by the store below
   StoreConfig config;
   config.chunk_size = 4096;
-  auto store =
-      Store::Open(std::make_unique<MemoryObjectStore>(&objects), true, config);
+  auto store = Store::Open(std::move(owned), true, config);
   Check(store.status());
   Store& s = **store;
-  Check(s.PutLock("backup-web01", 1795000000));
+  Check(s.PutLock({.name = "backup-web01", .started = 1795000000}));
   auto put_backup = [&](bool incremental) {
     BackupRecord r = SampleRecord(incremental);
     r.disks.resize(1);
@@ -298,7 +257,7 @@ std::string StoreImage(bool incremental_too, bool damage) {
   put_backup(false);
   if (incremental_too) put_backup(true);
   std::string out;
-  for (const auto& [key, bytes] : objects) {
+  for (const auto& [key, bytes] : memory->objects()) {
     std::string body = Text(bytes);
     if (damage && key.ends_with("backup.json")) {
       body.replace(body.find("\"mode\""), 6, "\"mood\"");

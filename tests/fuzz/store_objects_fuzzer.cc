@@ -28,54 +28,13 @@
 
 #include "backend/store/object_store.h"
 #include "backend/store/store.h"
+#include "tests/fakes/memory_object_store.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace ckptfs {
 namespace {
 
 using Bytes = std::vector<std::byte>;
-
-// The in-memory ObjectStore of tests/unit/store_test.cc, without locking
-// subtleties (one thread).
-class MemoryObjectStore : public ObjectStore {
- public:
-  Status Put(const std::string& key, std::span<const std::byte> data) override {
-    RETURN_IF_ERROR(ValidateObjectKey(key));
-    objects_[key].assign(data.begin(), data.end());
-    return Status::Ok();
-  }
-  Result<Bytes> Get(const std::string& key) override {
-    auto it = objects_.find(key);
-    if (it == objects_.end()) return NotFound(key + ": no such object");
-    return it->second;
-  }
-  Result<bool> Exists(const std::string& key) override {
-    return objects_.contains(key);
-  }
-  Result<bool> Touch(const std::string& key) override {
-    return objects_.contains(key);
-  }
-  Result<int64_t> ModifiedTime(const std::string& key) override {
-    if (!objects_.contains(key)) return NotFound(key + ": no such object");
-    return int64_t{0};
-  }
-  Result<std::vector<std::string>> List(const std::string& prefix) override {
-    std::vector<std::string> keys;
-    for (auto it = objects_.lower_bound(prefix);
-         it != objects_.end() && it->first.starts_with(prefix); ++it) {
-      keys.push_back(it->first);
-    }
-    return keys;
-  }
-  Status Delete(const std::string& key) override {
-    if (objects_.erase(key) == 0) return NotFound(key + ": no such object");
-    return Status::Ok();
-  }
-  std::string location() const override { return "/fuzz/store"; }
-
- private:
-  std::map<std::string, Bytes> objects_;
-};
 
 void LoadObjects(std::string_view in, ObjectStore* objects) {
   constexpr std::string_view kMark = "=== ";
@@ -161,7 +120,7 @@ void CheckBackup(Store& store, const BackupRecord& r) {
 }
 
 void FuzzStore(std::string_view in) {
-  auto objects = std::make_unique<MemoryObjectStore>();
+  auto objects = std::make_unique<MemoryObjectStore>("/fuzz/store");
   LoadObjects(in, objects.get());
   StoreConfig config;
   config.chunk_size = 4096;

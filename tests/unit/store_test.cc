@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -38,6 +39,7 @@
 #include "backend/store/serialize.h"
 #include "backend/store/sha256.h"
 #include "backend/store/store_source.h"
+#include "tests/fakes/memory_object_store.h"
 
 namespace ckptfs {
 namespace {
@@ -134,61 +136,6 @@ bool HasTempFiles(const std::string& dir) {
   return false;
 }
 
-// An in-memory ObjectStore (the memenv of this module): runs the Store over
-// the ObjectStore defaults (GetInto, PutDeferred) instead of the local
-// directory's own versions.
-class MemoryObjectStore : public ObjectStore {
- public:
-  Status Put(const std::string& key, std::span<const std::byte> data) override {
-    RETURN_IF_ERROR(ValidateObjectKey(key));
-    std::lock_guard lock(mu_);
-    objects_[key].assign(data.begin(), data.end());
-    return Status::Ok();
-  }
-  Result<Bytes> Get(const std::string& key) override {
-    std::lock_guard lock(mu_);
-    auto it = objects_.find(key);
-    if (it == objects_.end()) return NotFound(key + ": no such object");
-    return it->second;
-  }
-  Result<bool> Exists(const std::string& key) override {
-    std::lock_guard lock(mu_);
-    return objects_.contains(key);
-  }
-  Result<bool> Touch(const std::string& key) override {
-    std::lock_guard lock(mu_);
-    if (!objects_.contains(key)) return false;
-    mtimes_[key] = ++clock_;
-    return true;
-  }
-  Result<int64_t> ModifiedTime(const std::string& key) override {
-    std::lock_guard lock(mu_);
-    if (!objects_.contains(key)) return NotFound(key + ": no such object");
-    return mtimes_[key];
-  }
-  Result<std::vector<std::string>> List(const std::string& prefix) override {
-    std::lock_guard lock(mu_);
-    std::vector<std::string> keys;
-    for (auto it = objects_.lower_bound(prefix);
-         it != objects_.end() && it->first.starts_with(prefix); ++it) {
-      keys.push_back(it->first);
-    }
-    return keys;
-  }
-  Status Delete(const std::string& key) override {
-    std::lock_guard lock(mu_);
-    if (objects_.erase(key) == 0) return NotFound(key + ": no such object");
-    return Status::Ok();
-  }
-  std::string location() const override { return "memory"; }
-
- private:
-  std::mutex mu_;
-  std::map<std::string, Bytes> objects_;
-  std::map<std::string, int64_t> mtimes_;
-  int64_t clock_ = 0;
-};
-
 // ============================================================ object store
 
 TEST(LocalObjectStoreTest, PutGetExistsDelete) {
@@ -280,32 +227,66 @@ TEST(LocalObjectStoreTest, TemporariesAreNeverListedNorLeftBehind) {
   WriteFile(dir / "d/.tmp.0123.7", ToBytes("partial"));
   WriteFile(dir / ".tmp.0123.8", ToBytes("partial"));
   EXPECT_EQ((*store)->List("")->size(), 20u);
-  EXPECT_EQ(*(*store)->RemoveStaleTemporaries(std::chrono::hours(1)), 0u);
+  const int64_t hour_ago = std::time(nullptr) - 3600;
+  EXPECT_EQ(*(*store)->RemoveStaleTemporaries(hour_ago), 0u);
   const auto old = fs::file_time_type::clock::now() - std::chrono::hours(2);
   fs::last_write_time(dir / "d/.tmp.0123.7", old);
   fs::last_write_time(dir / ".tmp.0123.8", old);
-  EXPECT_EQ(*(*store)->RemoveStaleTemporaries(std::chrono::hours(1)), 2u);
+  EXPECT_EQ(*(*store)->RemoveStaleTemporaries(hour_ago), 2u);
   EXPECT_FALSE(HasTempFiles(dir.path()));
   EXPECT_EQ((*store)->List("")->size(), 20u);
 }
 
-TEST(LocalObjectStoreTest, DeferredPutsAppearOnlyAtCommit) {
+TEST(LocalObjectStoreTest, BatchPutsAppearOnlyAtCommit) {
   TempDir dir;
   auto store = LocalObjectStore::Open(dir.path(), true);
   ASSERT_TRUE(store.ok());
   ObjectStore& s = **store;
   const Bytes data = RandomBytes(3, 5000);
-  ASSERT_TRUE(s.PutDeferred("chunks/ab/x", data).ok());
-  ASSERT_TRUE(s.PutDeferred("chunks/cd/y", data).ok());
+  auto batch = s.NewBatch();
+  ASSERT_TRUE(batch->Put("chunks/ab/x", data).ok());
+  ASSERT_TRUE(batch->Put("chunks/cd/y", data).ok());
   // Invisible, and not torn, until the commit.
   EXPECT_FALSE(*s.Exists("chunks/ab/x"));
   EXPECT_FALSE(*s.Touch("chunks/ab/x"));
   EXPECT_TRUE(s.List("chunks/")->empty());
-  ASSERT_TRUE(s.Commit().ok());
+  ASSERT_TRUE(batch->Commit().ok());
   EXPECT_EQ(*s.Get("chunks/ab/x"), data);
   EXPECT_EQ(*s.Get("chunks/cd/y"), data);
   EXPECT_FALSE(HasTempFiles(dir.path()));
-  EXPECT_TRUE(s.Commit().ok());  // nothing pending
+  EXPECT_TRUE(batch->Commit().ok());  // nothing pending
+}
+
+// Issue 11 item 4: one writer's commit makes only its own objects visible,
+// and a writer that fails (its batch dropped) takes nothing of another's
+// with it.
+TEST(LocalObjectStoreTest, BatchesCommitSeparately) {
+  TempDir dir;
+  auto store = LocalObjectStore::Open(dir.path(), true);
+  ASSERT_TRUE(store.ok());
+  ObjectStore& s = **store;
+  const Bytes data = RandomBytes(4, 3000);
+  auto a = s.NewBatch();
+  auto b = s.NewBatch();
+  ASSERT_TRUE(a->Put("chunks/aa/a", data).ok());
+  ASSERT_TRUE(b->Put("chunks/bb/b", data).ok());
+  ASSERT_TRUE(a->Commit().ok());
+  EXPECT_TRUE(*s.Exists("chunks/aa/a"));
+  EXPECT_FALSE(*s.Exists("chunks/bb/b"));  // b's stays b's
+  a.reset();
+  ASSERT_TRUE(b->Commit().ok());
+  EXPECT_TRUE(*s.Exists("chunks/bb/b"));
+  // A batch destroyed uncommitted leaves nothing, not even temporaries, and
+  // another batch's pending object survives it.
+  auto c = s.NewBatch();
+  auto d = s.NewBatch();
+  ASSERT_TRUE(c->Put("chunks/cc/c", data).ok());
+  ASSERT_TRUE(d->Put("chunks/dd/d", data).ok());
+  c.reset();
+  ASSERT_TRUE(d->Commit().ok());
+  EXPECT_FALSE(*s.Exists("chunks/cc/c"));
+  EXPECT_TRUE(*s.Exists("chunks/dd/d"));
+  EXPECT_FALSE(HasTempFiles(dir.path()));
 }
 
 TEST(LocalObjectStoreTest, KeyValidation) {
@@ -1198,9 +1179,21 @@ TEST_F(StoreTest, PutChecksTheWriteOrderAndFields) {
   EXPECT_EQ(store_->GetBackup("uuid", "c1").status().code(), Code::kNotFound);
   EXPECT_TRUE(store_->PutBackup(r).ok());
 
+  // Issue 11 item 1: a complete backup never changes; neither its record
+  // nor a manifest is ever replaced.
+  const Bytes record_before = ReadFile(dir_ / Store::RecordKey("uuid", "c1"));
+  BackupRecord again = r;
+  again.created += 100;
+  EXPECT_EQ(store_->PutBackup(again).code(), Code::kAlreadyExists);
+  EXPECT_EQ(ReadFile(dir_ / Store::RecordKey("uuid", "c1")), record_before);
+  const std::string mkey = Store::ManifestKey("uuid", "c1", "vda");
+  const Bytes manifest_before = ReadFile(dir_ / mkey);
   Manifest m = SampleManifest(3 * kChunk);
   m.backup_id = r.id;
-  EXPECT_TRUE(store_->PutManifest(r, m).ok());
+  EXPECT_EQ(store_->PutManifest(r, m).code(), Code::kAlreadyExists);
+  EXPECT_EQ(ReadFile(dir_ / mkey), manifest_before);
+  EXPECT_EQ(store_->CheckNameFree("uuid", "c1").code(), Code::kAlreadyExists);
+  EXPECT_TRUE(store_->CheckNameFree("uuid", "c9").ok());
   Manifest wrong = m;
   wrong.backup_id = "uuid/c2";
   EXPECT_EQ(store_->PutManifest(r, wrong).code(), Code::kInvalidArgument);
@@ -1590,11 +1583,14 @@ TEST(FuzzFindingsTest, LockWithHugeFloatCountsAsStartedAtZero) {
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   const Bytes lock = ToBytes(R"({"started": 1e300})");
   ASSERT_TRUE((*store)->objects().Put("locks/x", lock).ok());
-  ASSERT_TRUE((*store)->PutLock("y", 1795000000).ok());
+  ASSERT_TRUE((*store)->PutLock({.name = "y", .started = 1795000000}).ok());
   auto locks = (*store)->ListLocks();
   ASSERT_TRUE(locks.ok()) << locks.status().ToString();
-  EXPECT_EQ(*locks, (std::vector<std::pair<std::string, int64_t>>{
-                        {"x", 0}, {"y", 1795000000}}));
+  ASSERT_EQ(locks->size(), 2u);
+  EXPECT_EQ((*locks)[0].name, "x");
+  EXPECT_EQ((*locks)[0].started, 0);
+  EXPECT_EQ((*locks)[1].name, "y");
+  EXPECT_EQ((*locks)[1].started, 1795000000);
 }
 
 }  // namespace
