@@ -9,7 +9,7 @@
 // steps of the code under test (gc between its check and its delete, ...).
 //
 // Thread safety: all methods may be called concurrently; set the hook
-// before sharing the store.
+// before sharing the store (or from the hook itself, in one thread).
 #pragma once
 
 #include <cstdint>
@@ -133,8 +133,9 @@ class MemoryObjectStore : public ObjectStore {
   }
 
  private:
+  // On a copy: a hook may replace or clear itself while it runs.
   void Call(std::string_view op, const std::string& key) {
-    if (hook_) hook_(op, key);
+    if (Hook hook = hook_) hook(op, key);
   }
 
   const std::string location_;
