@@ -1131,6 +1131,49 @@ TEST_F(StoreTest, BackupLifecycleAndListing) {
   EXPECT_EQ(store_->ListBackups()->size(), 2u);
 }
 
+// Issue 11 item 5: gc during a backup older than an hour keeps the
+// backup's uncommitted temporaries (43d0e95 removed every .tmp.* older than
+// an hour, and the backup's commit then failed), yet removes a crashed
+// writer's once no lock protects it.
+TEST_F(StoreTest, GcKeepsALongBackupsTemporaries) {
+  const int64_t now = std::time(nullptr);
+  ASSERT_TRUE(
+      store_->PutLock({.name = "long", .started = now - 3 * 3600}).ok());
+  auto batch = store_->NewBatch();
+  auto ref = store_->PutChunk(RandomBytes(21, kChunk), nullptr, batch.get());
+  ASSERT_TRUE(ref.ok());
+  const auto two_hours_ago =
+      fs::file_time_type::clock::now() - std::chrono::hours(2);
+  std::string temp;
+  for (const std::string& f : FilesUnder(dir_.path())) {
+    if (fs::path(f).filename().string().starts_with(".tmp.")) temp = dir_ / f;
+  }
+  ASSERT_FALSE(temp.empty());
+  fs::last_write_time(temp, two_hours_ago);
+  auto stats = store_->CollectGarbage(*store_->GcCutoff(now), false);
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_EQ(stats->temporaries, 0u);
+  ASSERT_TRUE(batch->Commit().ok());
+  EXPECT_TRUE(*store_->objects().Exists(Store::ChunkKey(ref->hash)));
+
+  // A crashed writer's temporary, once its lock is gone.
+  ASSERT_TRUE(store_->DeleteLock("long").ok());
+  auto crashed = store_->NewBatch();
+  ASSERT_TRUE(
+      store_->PutChunk(RandomBytes(22, kChunk), nullptr, crashed.get()).ok());
+  for (const std::string& f : FilesUnder(dir_.path())) {
+    if (fs::path(f).filename().string().starts_with(".tmp.")) {
+      fs::last_write_time(dir_ / f, two_hours_ago);
+    }
+  }
+  stats = store_->CollectGarbage(*store_->GcCutoff(now), false);
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->temporaries, 1u);
+  EXPECT_FALSE(HasTempFiles(dir_.path()));
+  // The dead writer's batch finds its temporary gone; nothing shows.
+  EXPECT_FALSE(crashed->Commit().ok());
+}
+
 TEST_F(StoreTest, NamesAreEncodedIntoKeys) {
   BackupRecord r = Record("uuid", "my snap/1");
   const Bytes data = RandomBytes(8, 1000);
