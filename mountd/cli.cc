@@ -2,13 +2,18 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <sstream>
 #include <vector>
 
 #include "backend/mounts.h"
+#include "backend/trusted_dir.h"
 
 namespace ckptfs {
 
@@ -48,6 +53,96 @@ Result<uint64_t> ParseSize(const std::string& text) {
   return n << shift;
 }
 
+namespace {
+
+// One line of the mount table, with its super options ("rw,user_id=0,..."),
+// where FUSE records who mounted it.
+struct TableEntry {
+  MountEntry mount;
+  std::string super_options;
+};
+
+std::vector<TableEntry> ReadMountTable() {
+  std::vector<TableEntry> out;
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    // ParseMountInfo decodes the fields; after " - " come the filesystem
+    // type, the source and the super options, none with a literal blank.
+    std::vector<MountEntry> e = ParseMountInfo(line);
+    const size_t dash = line.find(" - ");
+    if (e.size() != 1 || dash == std::string::npos) continue;
+    std::istringstream rest(line.substr(dash + 3));
+    std::string fstype, source, options;
+    rest >> fstype >> source >> options;
+    out.push_back({std::move(e.front()), std::move(options)});
+  }
+  return out;
+}
+
+// Who mounted a FUSE file system: its user_id= super option. The kernel
+// sets it from the mounting process, so the file system's daemon cannot
+// forge it (the owners it reports for its files, it can).
+std::optional<uid_t> Mounter(const TableEntry& e) {
+  std::istringstream options(e.super_options);
+  std::string option;
+  while (std::getline(options, option, ',')) {
+    if (option.rfind("user_id=", 0) == 0) {
+      return static_cast<uid_t>(std::strtoul(option.c_str() + 8, nullptr, 10));
+    }
+  }
+  return std::nullopt;
+}
+
+bool TrustedUid(std::optional<uid_t> uid) {
+  return uid && (*uid == 0 || *uid == getuid());
+}
+
+std::string ForeignMount(const std::string& mount, std::optional<uid_t> uid) {
+  return "ckptfs mount " + mount + " was mounted by " +
+         (uid ? DescribeUser(*uid) : std::string("an unknown user")) +
+         ", not by root or you: not using it";
+}
+
+}  // namespace
+
+Status CheckMountTrusted(const std::string& mount) {
+  const std::string status_json = mount + "/control/status.json";
+  struct stat st;
+  if (stat(status_json.c_str(), &st) != 0) {
+    return FromErrno(errno, "cannot reach " + status_json);
+  }
+  // The file system that serves the control files, found by device number
+  // (st_dev comes from the kernel, not from a FUSE daemon).
+  const std::string devno =
+      std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
+  for (const TableEntry& e : ReadMountTable()) {
+    if (e.mount.devno != devno || e.mount.fstype.rfind("fuse", 0) != 0) {
+      continue;
+    }
+    if (e.mount.fstype != "fuse.ckptfs") {
+      return InvalidArgument(mount + " is not a ckptfs mount (it is " +
+                             e.mount.fstype + " on " + e.mount.mountpoint +
+                             ")");
+    }
+    if (!TrustedUid(Mounter(e)))
+      return Status(Code::kPermission, ForeignMount(mount, Mounter(e)));
+  }
+  // A ckptfs daemon of another user reports its own uid for its files.
+  for (const std::string& path : {mount + "/control", status_json}) {
+    if (stat(path.c_str(), &st) != 0) {
+      return FromErrno(errno, "cannot reach " + path);
+    }
+    if (!TrustedUid(st.st_uid)) {
+      return Status(Code::kPermission, path + " is owned by " +
+                                           DescribeUser(st.st_uid) +
+                                           ", not by root or you: not using " +
+                                           mount + " as a ckptfs mount");
+    }
+  }
+  return Status::Ok();
+}
+
 Result<std::string> FindMount(const std::string& explicit_mount) {
   std::string named = explicit_mount;
   if (const char* env = std::getenv("CKPTFS_MOUNT");
@@ -66,11 +161,25 @@ Result<std::string> FindMount(const std::string& explicit_mount) {
       return NotFound(named +
                       " is not a ckptfs mount (no control/status.json)");
     }
+    RETURN_IF_ERROR(CheckMountTrusted(named));
     return named;
   }
+  // Mounts of other users are left out without touching them (their daemon
+  // could make a stat hang), so they can neither be used nor make the
+  // choice ambiguous.
   std::vector<std::string> found;
-  for (const MountEntry& e : ReadMountInfo()) {
-    if (e.fstype == "fuse.ckptfs") found.push_back(e.mountpoint);
+  std::string foreign;
+  for (const TableEntry& e : ReadMountTable()) {
+    if (e.mount.fstype != "fuse.ckptfs") continue;
+    if (TrustedUid(Mounter(e))) {
+      found.push_back(e.mount.mountpoint);
+    } else if (foreign.empty()) {
+      foreign = ForeignMount(e.mount.mountpoint, Mounter(e));
+    }
+  }
+  if (found.empty() && !foreign.empty()) {
+    return Status(Code::kPermission,
+                  foreign + "; mount your own or name one with --mount");
   }
   if (found.empty()) {
     return NotFound(
@@ -80,6 +189,7 @@ Result<std::string> FindMount(const std::string& explicit_mount) {
   if (found.size() > 1) {
     return InvalidArgument("several ckptfs mounts; choose one with --mount");
   }
+  RETURN_IF_ERROR(CheckMountTrusted(found.front()));
   return found.front();
 }
 

@@ -13,8 +13,17 @@ namespace ckptfs {
 Result<uint64_t> ParseSize(const std::string& text);
 
 // The ckptfs mount to talk to: `explicit_mount` if set, else $CKPTFS_MOUNT,
-// else the only fuse.ckptfs mount in /proc/mounts.
+// else the only fuse.ckptfs mount in the mount table mounted by root or the
+// caller. Whichever it is must pass CheckMountTrusted.
 Result<std::string> FindMount(const std::string& explicit_mount);
+
+// A mount the clients may write requests to and believe: if its control
+// files are on a FUSE file system, that is a fuse.ckptfs mounted by root or
+// the caller (the kernel's user_id=, which the daemon cannot forge), and
+// control/ and control/status.json are owned by root or the caller (a
+// genuine ckptfs daemon of another user reports its own uid). Otherwise a
+// user could answer root's requests, or name a pid for `umount` to signal.
+Status CheckMountTrusted(const std::string& mount);
 
 struct ControlReply {
   int err = 0;       // errno of the write, 0 when accepted

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "backend/trusted_dir.h"
 #include "backend/xml.h"
 #include "mountd/source_factory.h"
 
@@ -95,30 +96,44 @@ bool LiveExports::IsOurSocket(const std::string& socket) const {
   return socket.rfind(options_.run_dir + "/", 0) == 0;
 }
 
+Result<UniqueFd> LiveExports::OpenDomainDir(const std::string& dir,
+                                            bool create) const {
+  // The run dir again as a trusted directory (the lock's check was at
+  // start), then RUN/<uuid> relative to it: never a symlink, so nothing
+  // outside is emptied or chowned whatever was put there.
+  TrustOptions o;
+  o.what = "run dir";
+  ASSIGN_OR_RETURN(UniqueFd run, OpenTrustedDir(options_.run_dir, o));
+  const std::string name = fsys::path(dir).filename();
+  return OpenSubdirAt(run.get(), name,
+                      create ? std::optional<mode_t>(0700) : std::nullopt, dir);
+}
+
 Status LiveExports::PrepareDomainDir(const std::string& dir) {
   // QEMU (running as the QEMU user) creates the NBD socket and writes the
   // scratch files here; nobody else may enter: root owns the run dir, the
   // QEMU user owns the domain's directory, mode 0700.
-  std::error_code ec;
-  fsys::create_directories(dir, ec);
-  if (ec) return IoError("cannot create " + dir + ": " + ec.message());
-  CleanDomainDir(dir);
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenDomainDir(dir, /*create=*/true));
+  RETURN_IF_ERROR(EmptyDirAt(fd.get(), dir));
   uid_t uid = 0;
   gid_t gid = 0;
   if (struct passwd* pw = getpwnam(options_.qemu_user.c_str())) {
     uid = pw->pw_uid;
     gid = pw->pw_gid;
   }
-  if (chown(dir.c_str(), uid, gid) != 0 || chmod(dir.c_str(), 0700) != 0) {
+  if (fchown(fd.get(), uid, gid) != 0 || fchmod(fd.get(), 0700) != 0) {
     return FromErrno(errno, "cannot set owner/mode of " + dir);
   }
   return Status::Ok();
 }
 
 void LiveExports::CleanDomainDir(const std::string& dir) {
-  std::error_code ec;
-  for (const auto& e : fsys::directory_iterator(dir, ec)) {
-    fsys::remove(e.path(), ec);
+  // QEMU's user owns the directory and may have left anything in it,
+  // symlinks too: removed without following them.
+  auto fd = OpenDomainDir(dir, /*create=*/false);
+  Status st = fd.ok() ? EmptyDirAt(fd->get(), dir) : fd.status();
+  if (!st.ok() && st.code() != Code::kNotFound) {
+    spdlog::warn("cannot empty {}: {}", dir, st.message());
   }
 }
 

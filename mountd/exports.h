@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "backend/libvirt_client.h"
+#include "backend/trusted_dir.h"
 #include "cache/block_cache.h"
 #include "mountd/checkpoint.h"
 #include "mountd/control.h"
@@ -121,6 +122,8 @@ class LiveExports {
   class DomainClaim;
 
   Status EndExport(const std::string& domain, const Live& live);
+  // RUN/<uuid>, opened without following symlinks (created if `create`).
+  Result<UniqueFd> OpenDomainDir(const std::string& dir, bool create) const;
   Status PrepareDomainDir(const std::string& dir);
   void CleanDomainDir(const std::string& dir);
   std::string DomainDir(const std::string& uuid) const;

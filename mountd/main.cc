@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
+#include <spawn.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/mount.h>
@@ -20,6 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "backend/trusted_dir.h"
 #include "cache/block_cache.h"
 #include "fs/fuse_mount.h"
 #include "mountd/cli.h"
@@ -55,26 +57,36 @@ int Fail(const Status& st) {
 }
 
 // Holds an exclusive lock on the run dir for the daemon's life: two daemons
-// on one run dir would end each other's exports as stale.
-Result<int> LockRunDir(const std::string& run_dir) {
-  std::error_code ec;
-  fsys::create_directories(run_dir, ec);
-  if (ec)
-    return IoError("cannot create run dir " + run_dir + ": " + ec.message());
-  // QEMU must traverse it to reach its per-domain directory; nobody may list
-  // it.
-  if (chmod(run_dir.c_str(), 0711) != 0) {
-    return FromErrno(errno, "cannot chmod " + run_dir);
+// on one run dir would end each other's exports as stale. The run dir and
+// its parents are trusted directories (backend/trusted_dir.h): created
+// 0711, or refused if another user could have planted or changed them, and
+// every parent must let QEMU's user through to RUN/<uuid>.
+Result<UniqueFd> LockRunDir(const std::string& run_dir) {
+  TrustOptions o;
+  o.what = "run dir";
+  o.create = true;
+  o.mode = 0711;
+  o.parent_mode = 0711;
+  // Without QEMU's user (not a libvirt host?) there is nobody to let in.
+  if (auto qemu = LookUpSearcher(ExportOptions{}.qemu_user); qemu.ok()) {
+    o.searchable_by = *qemu;
   }
-  const std::string lock = run_dir + "/.lock";
-  int fd = open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return FromErrno(errno, "cannot open " + lock);
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    close(fd);
+  ASSIGN_OR_RETURN(UniqueFd dir, OpenTrustedDir(run_dir, o));
+  ASSIGN_OR_RETURN(UniqueFd lock,
+                   OpenFileAt(dir.get(), ".lock", O_RDWR | O_CREAT, 0600,
+                              run_dir + "/.lock"));
+  if (flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
     return Busy("run dir " + run_dir +
                 " is in use by another ckptfs daemon; use another --run-dir");
   }
-  return fd;
+  // QEMU must traverse it to reach its per-domain directory; nobody may
+  // list it. Set only once the lock is ours: a refusal changes nothing.
+  struct stat st;
+  if (fstat(dir.get(), &st) != 0) return FromErrno(errno, "stat " + run_dir);
+  if ((st.st_mode & 07777) != 0711 && fchmod(dir.get(), 0711) != 0) {
+    return FromErrno(errno, "cannot chmod " + run_dir);
+  }
+  return lock;
 }
 
 // Runs the daemon in this process until unmounted. `ready` is called once
@@ -103,6 +115,14 @@ int Serve(const MountArgs& a, const std::function<void(const Status&)>& ready) {
     ready(InvalidArgument("--cache-size " + a.cache_size +
                           " is below the minimum of " +
                           std::to_string(min >> 20) + "M"));
+    return 1;
+  }
+  // The store is opened (and created) by path inside Daemon::Start; that is
+  // safe once its path is trusted, since only root can change it then.
+  TrustOptions store_trust;
+  store_trust.what = "store";
+  if (Status st = CheckTrustedPath(a.store, store_trust); !st.ok()) {
+    ready(st);
     return 1;
   }
   auto lock = LockRunDir(a.run_dir);
@@ -221,12 +241,34 @@ int CmdMount(MountArgs a) {
   _exit(rc);
 }
 
+// Runs a program found in $PATH with `argv`, no shell (a mount point may
+// hold any character, quotes and ';' too); its exit status, -1 if it could
+// not run or was killed.
+int RunProgram(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const std::string& a : argv)
+    args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  if (posix_spawnp(&pid, args[0], nullptr, nullptr, args.data(), environ) !=
+      0) {
+    return -1;
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 int CmdUmount(const std::string& mountpoint) {
   char resolved[PATH_MAX];
   std::string mp =
       realpath(mountpoint.c_str(), resolved) ? resolved : mountpoint;
   pid_t pid = 0;
-  {
+  // The pid to wait for (and signal) only from a mount root or we made:
+  // another user's daemon could name any process.
+  if (CheckMountTrusted(mp).ok()) {
     std::ifstream in(mp + "/control/status.json");
     try {
       auto j = nlohmann::json::parse(in);
@@ -246,8 +288,8 @@ int CmdUmount(const std::string& mountpoint) {
       return Fail(FromErrno(errno, "cannot unmount " + mp));
     }
   } else {
-    std::string cmd = "fusermount3 -u '" + mp + "'";
-    if (std::system(cmd.c_str()) != 0) {
+    // fusermount3 says why it failed on stderr.
+    if (RunProgram({"fusermount3", "-u", "--", mp}) != 0) {
       return Fail(IoError("fusermount3 -u " + mp + " failed"));
     }
   }

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/store/store.h"
+#include "backend/trusted_dir.h"
 #include "mountd/catalog.h"
 #include "mountd/jobs.h"
 #include "mountd/prune.h"
@@ -20,6 +21,11 @@ int Fail(const Status& st) {
 }
 
 Result<std::unique_ptr<Store>> OpenExisting(const std::string& dir) {
+  // As the daemon does: a store another user could have planted or can
+  // change is refused (backend/trusted_dir.h), before it is read.
+  TrustOptions trust;
+  trust.what = "store";
+  RETURN_IF_ERROR(CheckTrustedPath(dir, trust));
   auto store = Store::OpenLocal(dir, /*create=*/false);
   if (!store.ok()) return store.status().Annotate("store " + dir);
   return store;
