@@ -478,6 +478,14 @@ Daemon::Reply Daemon::Submit(RequestKind kind, std::string_view line) {
   }
   Publish();
   job = jobs_.Get(id);
+  // Ended records are bounded (jobs.h): a flood of concurrent requests may
+  // have evicted this one already; the reply is the record it would be.
+  if (!job) {
+    Job gone;
+    gone.id = id;
+    gone.state = "running";
+    job = async ? gone : FinishedJob(gone, st, acted ? "failed" : "rejected");
+  }
   // Error texts may quote bytes that are not UTF-8 (a store path, a libvirt
   // message): a strict dump would throw, and nothing would catch it.
   return {st, JobResponse(*job).dump(-1, ' ', false,

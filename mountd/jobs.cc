@@ -1,5 +1,6 @@
 #include "mountd/jobs.h"
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <random>
@@ -24,6 +25,10 @@ std::string FormatUtc(int64_t ms, const char* fmt) {
 
 nlohmann::json TimeOrNull(int64_t ms) {
   return ms ? nlohmann::json(IsoTime(ms)) : nlohmann::json(nullptr);
+}
+
+bool Ended(const Job& j) {
+  return j.state == "succeeded" || j.state == "failed" || j.state == "rejected";
 }
 }  // namespace
 
@@ -82,7 +87,6 @@ std::string JobTable::Create(std::string kind, std::string request) {
            static_cast<unsigned>(rng() & 0xff));
   j.id = CompactTime(j.created_ms) + suffix;
   jobs_.push_back(j);
-  while (jobs_.size() > kMaxJobs) jobs_.pop_front();
   return j.id;
 }
 
@@ -101,18 +105,61 @@ std::vector<std::string> JobTable::Ids() const {
   return ids;
 }
 
+Job FinishedJob(Job j, const Status& st, const std::string& fail_state) {
+  j.ended_ms = NowMs();
+  if (st.ok()) {
+    j.state = "succeeded";
+  } else {
+    j.state = fail_state;
+    j.error = st.message();
+    j.code = std::string(CodeName(st.code()));
+  }
+  return j;
+}
+
 void JobTable::Finish(const std::string& id, const Status& st,
                       const std::string& fail_state) {
-  Update(id, [&](Job& j) {
-    j.ended_ms = NowMs();
-    if (st.ok()) {
-      j.state = "succeeded";
-    } else {
-      j.state = fail_state;
-      j.error = st.message();
-      j.code = std::string(CodeName(st.code()));
+  std::lock_guard lock(mu_);
+  // Ended records are kept in the order they ended (to the back), so the one
+  // that just ended is the last of its kind to go.
+  auto it = std::find_if(jobs_.begin(), jobs_.end(),
+                         [&](const Job& j) { return j.id == id; });
+  if (it == jobs_.end()) return;
+  Job j = FinishedJob(std::move(*it), st, fail_state);
+  jobs_.erase(it);
+  jobs_.push_back(std::move(j));
+  EvictLocked();
+}
+
+void JobTable::EvictLocked() {
+  size_t finished = 0, rejected = 0;
+  for (const auto& j : jobs_) {
+    if (j.state == "rejected") {
+      ++rejected;
+    } else if (Ended(j)) {
+      ++finished;
     }
-  });
+  }
+  // Oldest first; queued and running records are skipped, never evicted.
+  for (auto it = jobs_.begin();
+       it != jobs_.end() &&
+       (finished > kMaxFinished || rejected > kMaxRejected);) {
+    if (it->state == "rejected" && rejected > kMaxRejected) {
+      --rejected;
+      it = jobs_.erase(it);
+    } else if (it->state != "rejected" && Ended(*it) &&
+               finished > kMaxFinished) {
+      --finished;
+      it = jobs_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+size_t JobTable::size() const {
+  std::lock_guard lock(mu_);
+  return jobs_.size();
 }
 
 size_t JobTable::running() const {
