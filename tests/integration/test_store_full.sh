@@ -78,6 +78,7 @@ out=$(ck verify) || fail "verify after b1: $out"
 # ----------------------------------------------------------------- f1 does not
 # 64 MiB of random data into 16 MiB of free space.
 fill_fs $((16 << 20))
+chunks_b1=$(find "$STORE/chunks" -type f | wc -l)
 mark "$DOM2" f1
 id=$(ctl_accepted backup "$DOM2 name=f1")
 wait_job "$id" failed
@@ -94,13 +95,14 @@ no_leftovers "after the failed f1"
 out=$(ck verify) || fail "verify after the failed f1: $out"
 assert_contains "$out" "1 backups checked, 0 damaged" "verify after the failed f1"
 cmp_image "$D/b1/vda.img" "$(expected_file "$DOM" 0 b1)" "b1 vda.img after the failed f1"
-# What f1 stored is unreferenced: gc takes it back (once old enough).
-before=$(find "$STORE/chunks" -type f | wc -l)
+# The failed f1 dropped its own chunks with its batch: the store holds b1's
+# chunks and nothing else (no temporaries either), so gc has nothing to do.
+assert_eq "$(find "$STORE/chunks" -type f | wc -l)" "$chunks_b1" "chunk objects after the failed f1"
+assert_eq "$(find "$STORE" -name '.tmp.*' | wc -l)" 0 "temporaries after the failed f1"
 find "$STORE/chunks" -type f -exec touch -d '-2 hours' {} +
 out=$(ck gc) || fail "gc after the failed f1: $out"
-after=$(find "$STORE/chunks" -type f | wc -l)
 say "gc after the failed f1: $out"
-((after < before)) || fail "gc removed none of the chunks the failed f1 left ($before chunks)"
+assert_eq "$(find "$STORE/chunks" -type f | wc -l)" "$chunks_b1" "chunk objects after gc (all b1's)"
 out=$(ck verify) || fail "verify after gc: $out"
 cmp_image "$D/b1/vda.img" "$(expected_file "$DOM" 0 b1)" "b1 vda.img after gc"
 
