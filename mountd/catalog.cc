@@ -557,6 +557,7 @@ WHERE uuid = ?1 AND EXISTS (SELECT 1 FROM backups WHERE domain_uuid = ?1)
 
 Status Catalog::AddBackup(const BackupRecord& record) {
   std::lock_guard lock(mu_);
+  ++version_;  // mu_ is held to the end: no reader sees it before the rows
   WriteTxn txn(db_, path_);
   RETURN_IF_ERROR(txn.Begin(/*durable=*/false));
   RETURN_IF_ERROR(InsertBackupLocked(record));
@@ -566,6 +567,7 @@ Status Catalog::AddBackup(const BackupRecord& record) {
 
 Status Catalog::RemoveBackup(const std::string& id) {
   std::lock_guard lock(mu_);
+  ++version_;  // mu_ is held to the end: no reader sees it before the rows
   WriteTxn txn(db_, path_);
   RETURN_IF_ERROR(txn.Begin(/*durable=*/true));
   std::string uuid, checkpoint;
@@ -756,8 +758,22 @@ Status Catalog::PruneJobs(size_t keep) {
   return s.Bind(1, lim).Run();
 }
 
+Result<uint64_t> Catalog::BackupsVersion() {
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db_, path_, "PRAGMA data_version"));
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return IoError("catalog " + path_ + ": no data_version");
+  const int64_t data_version = s.Int(0);
+  if (data_version != data_version_) {
+    data_version_ = data_version;
+    ++version_;
+  }
+  return version_;
+}
+
 Status Catalog::ReplaceBackups(const std::vector<BackupRecord>& records) {
   std::lock_guard lock(mu_);
+  ++version_;  // mu_ is held to the end: no reader sees it before the rows
   WriteTxn txn(db_, path_);
   RETURN_IF_ERROR(txn.Begin(/*durable=*/true));
   // Children first: foreign keys are enforced immediately.

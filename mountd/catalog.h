@@ -127,6 +127,16 @@ class Catalog {
   // Deletes all but the newest `keep` jobs.
   Status PruneJobs(size_t keep);
 
+  // A number that changes whenever the backup rows may have changed since
+  // the last call: a commit by another connection (PRAGMA data_version;
+  // `ckptfs prune` and `reindex` run in other processes) or a backup write
+  // through this object (AddBackup, RemoveBackup, ReplaceBackups, whether
+  // they succeeded or not). This object's job writes leave it alone, so a
+  // daemon taking requests does not re-read its backups for them; another
+  // connection's job writes change it (an extra reload, never a missed one).
+  // Read it before the rows it stands for.
+  Result<uint64_t> BackupsVersion();
+
   // Replaces every backup row, and with them every domain and checkpoint
   // row, by `records`, in one durable transaction: what `ckptfs reindex`
   // does after reading the store. Jobs are kept. Same validation as
@@ -151,6 +161,9 @@ class Catalog {
   const std::string path_;
   std::mutex mu_;
   sqlite3* const db_;  // guarded by mu_
+  // BackupsVersion: the last data_version seen, and the number it returns.
+  int64_t data_version_ = -1;  // guarded by mu_
+  uint64_t version_ = 0;       // guarded by mu_
 };
 
 // Parses a record written by JobToJson. Tolerant: missing or mistyped

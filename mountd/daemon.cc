@@ -12,6 +12,7 @@
 #include <optional>
 #include <set>
 
+#include "mountd/source_factory.h"
 #include "version.h"
 
 namespace ckptfs {
@@ -45,12 +46,13 @@ class StringHandle : public FileHandle {
 // A disk image of a checkpoint: immutable, so the kernel keeps its pages.
 class ImageHandle : public FileHandle {
  public:
+  // A stored disk's manifest stays in memory while a handle holds it.
   explicit ImageHandle(std::shared_ptr<const CheckpointDisk> disk)
-      : disk_(std::move(disk)) {}
+      : disk_(std::move(disk)), image_(HoldImage(disk_->image)) {}
   Result<size_t> Read(std::span<std::byte> buf, uint64_t offset) override {
     if (offset >= disk_->size) return size_t{0};
     size_t n = std::min<uint64_t>(buf.size(), disk_->size - offset);
-    Status st = disk_->image->pread(buf.first(n), offset);
+    Status st = image_->pread(buf.first(n), offset);
     if (!st.ok()) {
       // Whatever went wrong below (export ended, QEMU gone, timeout), a
       // reader of an image sees EIO, never partial or wrong bytes.
@@ -65,14 +67,13 @@ class ImageHandle : public FileHandle {
                          whence == SEEK_DATA);
     }
     // Stored disks: the manifest knows its zero chunks.
-    auto extents = disk_->image->extents(0, disk_->size);
-    if (!extents.ok()) return IoError(extents.status().message());
-    return SeekExtents(*extents, disk_->size, offset, whence == SEEK_DATA);
+    return SeekImage(*image_, offset, whence == SEEK_DATA);
   }
   bool keep_cache() const override { return true; }
 
  private:
   const std::shared_ptr<const CheckpointDisk> disk_;
+  const std::shared_ptr<ImageSource> image_;
 };
 
 // control/<kind>: each write() is one request; a read() returns the reply

@@ -49,6 +49,9 @@ std::shared_ptr<const CheckpointView> StoredCheckpoints::MakeView(
 }
 
 Status StoredCheckpoints::Refresh() {
+  std::lock_guard refresh(refresh_mu_);
+  ASSIGN_OR_RETURN(uint64_t version, catalog_.BackupsVersion());
+  if (loaded_version_ == version) return Status::Ok();
   ASSIGN_OR_RETURN(std::vector<BackupRecord> all, catalog_.ListBackups());
   std::vector<BackupRecord> records;
   for (auto& r : all) {
@@ -76,7 +79,14 @@ Status StoredCheckpoints::Refresh() {
   }
   std::lock_guard lock(mu_);
   views_ = std::move(next);
+  ++reloads_;
+  loaded_version_ = version;
   return Status::Ok();
+}
+
+uint64_t StoredCheckpoints::reloads() const {
+  std::lock_guard lock(mu_);
+  return reloads_;
 }
 
 std::vector<std::shared_ptr<const CheckpointView>> StoredCheckpoints::List()

@@ -7,12 +7,28 @@
 
 namespace ckptfs {
 
-uint64_t InodeTable::Get(const std::string& path) {
+size_t InodeTable::size() const {
+  std::lock_guard lock(mu_);
+  return inos_.size();
+}
+
+uint64_t InodeTable::StartBuild() {
+  std::lock_guard lock(mu_);
+  return ++builds_;
+}
+
+uint64_t InodeTable::Get(const std::string& path, uint64_t build) {
   if (path == "/") return 1;
   std::lock_guard lock(mu_);
-  auto [it, inserted] = inos_.try_emplace(path, next_);
+  auto [it, inserted] = inos_.try_emplace(path, Entry{next_, build});
   if (inserted) ++next_;
-  return it->second;
+  it->second.build = std::max(it->second.build, build);
+  return it->second.ino;
+}
+
+void InodeTable::EndBuild(uint64_t build) {
+  std::lock_guard lock(mu_);
+  std::erase_if(inos_, [&](const auto& kv) { return kv.second.build < build; });
 }
 
 const Node* Tree::Find(std::string_view path) const {
@@ -66,10 +82,34 @@ Result<uint64_t> SeekExtents(const std::vector<Extent>& extents, uint64_t size,
   return size;
 }
 
+Result<uint64_t> SeekImage(ImageSource& image, uint64_t offset, bool data) {
+  const uint64_t size = image.size();
+  if (offset >= size) return Status(Code::kOutOfRange, "offset beyond the end");
+  constexpr uint64_t kFirstWindow = 1u << 20;
+  uint64_t window = kFirstWindow;
+  for (uint64_t pos = offset; pos < size;
+       window = std::min(2 * window, uint64_t{1} << 62)) {
+    const uint64_t length = std::min(window, size - pos);
+    auto extents = image.extents(pos, length);
+    if (!extents.ok()) return IoError(extents.status().message());
+    for (const Extent& e : *extents) {
+      bool is_hole = e.hole || e.zero;
+      if (is_hole != data) return std::max(pos, e.offset);
+    }
+    pos += length;
+  }
+  // The implicit hole at the end of the file.
+  if (data) return Status(Code::kOutOfRange, "no data after offset");
+  return size;
+}
+
 class TreeBuilder {
  public:
   TreeBuilder(const TreeInput& in, InodeTable& inodes)
-      : in_(in), inodes_(inodes), tree_(std::make_shared<Tree>()) {
+      : in_(in),
+        inodes_(inodes),
+        build_(inodes.StartBuild()),
+        tree_(std::make_shared<Tree>()) {
     file_perm_ = in.allow_other ? 0444 : 0400;
     dir_perm_ = in.allow_other ? 0555 : 0500;
   }
@@ -78,7 +118,7 @@ class TreeBuilder {
             int64_t mtime) {
     Node& n = tree_->nodes_[path];
     n.type = type;
-    n.ino = inodes_.Get(path);
+    n.ino = inodes_.Get(path, build_);
     n.perm = perm;
     n.mtime = mtime;
     if (path != "/") {
@@ -125,6 +165,7 @@ class TreeBuilder {
     for (auto& [path, node] : tree_->nodes_) {
       std::sort(node.children.begin(), node.children.end());
     }
+    inodes_.EndBuild(build_);
     return tree_;
   }
 
@@ -154,6 +195,7 @@ class TreeBuilder {
 
   const TreeInput& in_;
   InodeTable& inodes_;
+  const uint64_t build_;
   std::shared_ptr<Tree> tree_;
   mode_t file_perm_;
   mode_t dir_perm_;

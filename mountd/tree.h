@@ -45,14 +45,36 @@ struct Node {
   std::shared_ptr<const CheckpointView> checkpoint;  // under a checkpoint
 };
 
+// Inode numbers by path, kept across the trees BuildTree makes with it. A
+// path keeps its number for as long as every tree built contains it; each
+// build drops the paths it does not contain, so the table holds what the
+// newest tree holds (jobs, released checkpoints and pruned backups do not
+// pile up). A path that comes back gets a new number; numbers are never
+// reused. Open files do not need their entries: attributes are always
+// looked up by path in the current tree.
+//
+// REQUIRES: trees built with one table are published in the order they
+// were built (the daemon builds and publishes under one mutex).
 class InodeTable {
  public:
-  uint64_t Get(const std::string& path);
+  size_t size() const;
 
  private:
-  std::mutex mu_;
-  std::unordered_map<std::string, uint64_t> inos_;
-  uint64_t next_ = 2;  // 1 is the root
+  friend class TreeBuilder;
+  struct Entry {
+    uint64_t ino = 0;
+    uint64_t build = 0;  // the newest build that contains the path
+  };
+
+  uint64_t StartBuild();
+  uint64_t Get(const std::string& path, uint64_t build);
+  // Drops the paths no build since `build` contains.
+  void EndBuild(uint64_t build);
+
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, Entry> inos_;  // guarded by mu_
+  uint64_t next_ = 2;    // 1 is the root; guarded by mu_
+  uint64_t builds_ = 0;  // guarded by mu_
 };
 
 struct TreeInput {
@@ -78,6 +100,14 @@ class Tree {
 
 std::shared_ptr<const Tree> BuildTree(const TreeInput& input,
                                       InodeTable& inodes);
+
+// SEEK_DATA / SEEK_HOLE (as SeekExtents) over an image that answers
+// extents() itself (a stored disk: its manifest). Asks for the extents of
+// a window from `offset` that doubles until the answer is in it, never for
+// the whole image: the cost follows the distance to the answer (in extents),
+// so `cp --sparse` stays linear on a large disk. A failed extents() is
+// kIoError.
+Result<uint64_t> SeekImage(ImageSource& image, uint64_t offset, bool data);
 
 // The mount's README text.
 std::string ReadmeText();

@@ -6,8 +6,23 @@
 
 namespace ckptfs {
 
+namespace {
+
+std::vector<uint64_t> RunStarts(const std::vector<ChunkRef>& chunks) {
+  std::vector<uint64_t> runs;
+  for (uint64_t i = 0; i < chunks.size(); ++i) {
+    if (i == 0 || chunks[i].zero != chunks[i - 1].zero) runs.push_back(i);
+  }
+  runs.shrink_to_fit();
+  return runs;
+}
+
+}  // namespace
+
 StoreSource::StoreSource(std::shared_ptr<ChunkStore> chunks, Manifest manifest)
-    : chunks_(std::move(chunks)), manifest_(std::move(manifest)) {}
+    : chunks_(std::move(chunks)),
+      manifest_(std::move(manifest)),
+      runs_(RunStarts(manifest_.chunks)) {}
 
 Status StoreSource::CheckRange(uint64_t offset, uint64_t length,
                                const char* what) const {
@@ -98,19 +113,27 @@ Result<std::vector<Extent>> StoreSource::extents(uint64_t offset,
                                                  uint64_t length) {
   RETURN_IF_ERROR(CheckRange(offset, length, "extents"));
   std::vector<Extent> out;
+  if (length == 0) return out;
   const uint64_t chunk_size = manifest_.chunk_size;
   const uint64_t end = offset + length;
-  for (uint64_t pos = offset; pos < end;) {
-    const uint64_t index = pos / chunk_size;
-    const uint64_t next = std::min((index + 1) * chunk_size, end);
-    const bool zero = manifest_.chunks[index].zero;
-    if (!out.empty() && out.back().hole == zero) {
-      out.back().length += next - pos;
-    } else {
-      out.push_back({pos, next - pos, zero, zero});
-    }
+  // The run holding offset's chunk: the last run starting at or before it.
+  uint64_t probes = 0;
+  auto it = std::upper_bound(runs_.begin(), runs_.end(), offset / chunk_size,
+                             [&](uint64_t chunk, uint64_t start) {
+                               ++probes;
+                               return chunk < start;
+                             });
+  size_t r = static_cast<size_t>(it - runs_.begin()) - 1;
+  // Neighbouring runs differ in kind, so every run is one extent.
+  for (uint64_t pos = offset; pos < end; ++r) {
+    const uint64_t run_end =
+        r + 1 < runs_.size() ? runs_[r + 1] * chunk_size : manifest_.size;
+    const uint64_t next = std::min(run_end, end);
+    const bool zero = manifest_.chunks[runs_[r]].zero;
+    out.push_back({pos, next - pos, zero, zero});
     pos = next;
   }
+  index_steps_.fetch_add(probes + out.size(), std::memory_order_relaxed);
   return out;
 }
 

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+#include <string>
+
 namespace ckptfs {
 namespace {
 
@@ -89,6 +92,46 @@ TEST(TreeTest, InodesStableAcrossSnapshots) {
   EXPECT_NE(t2->Find("/domains/vm1/b/vda.img")->ino,
             t2->Find("/domains/vm1/a/vda.img")->ino);
   EXPECT_EQ(t2->Find("/")->ino, 1u);
+}
+
+// 43d0e95 kept an inode number for every path ever built: one more for each
+// job record, released checkpoint and pruned backup, for the daemon's life.
+TEST(TreeTest, InodeTableHoldsOnlyTheNewestTree) {
+  InodeTable inodes;
+  TreeInput in;
+  in.checkpoints = {MakeCheckpoint("vm1", "a", 1)};
+  for (int i = 0; i < 10; ++i) in.job_ids.push_back("j" + std::to_string(i));
+  auto first = BuildTree(in, inodes);
+  const uint64_t ino_a = first->Find("/domains/vm1/a/vda.img")->ino;
+  const uint64_t ino_jobs = first->Find("/control/jobs")->ino;
+  size_t entries = inodes.size();
+  // Jobs come and go (the table bounds them), checkpoints are released.
+  for (int round = 1; round <= 300; ++round) {
+    in.job_ids.clear();
+    for (int i = 0; i < 10; ++i) {
+      in.job_ids.push_back("j" + std::to_string(round * 10 + i));
+    }
+    in.checkpoints = {MakeCheckpoint("vm1", "a", 1),
+                      MakeCheckpoint("vm1", "c" + std::to_string(round), 2)};
+    auto t = BuildTree(in, inodes);
+    ASSERT_EQ(t->Find("/domains/vm1/a/vda.img")->ino, ino_a);
+    ASSERT_EQ(t->Find("/control/jobs")->ino, ino_jobs);
+    EXPECT_EQ(inodes.size() + 1, t->size());  // all but "/"
+    if (round == 1) entries = inodes.size();
+    EXPECT_EQ(inodes.size(), entries);
+  }
+  // A path that comes back is a new file: a new number, never an old one.
+  in.checkpoints = {MakeCheckpoint("vm1", "a", 1),
+                    MakeCheckpoint("vm1", "c1", 2)};
+  auto back = BuildTree(in, inodes);
+  std::set<uint64_t> seen;
+  for (const auto& path : {"/domains/vm1/c1/vda.img", "/domains/vm1/a/vda.img",
+                           "/control/jobs/j3000.json"}) {
+    ASSERT_NE(back->Find(path), nullptr) << path;
+    EXPECT_TRUE(seen.insert(back->Find(path)->ino).second) << path;
+  }
+  EXPECT_GT(back->Find("/domains/vm1/c1/vda.img")->ino,
+            back->Find("/control/jobs/j3000.json")->ino);
 }
 
 TEST(TreeTest, CheckpointOfUndefinedDomainStillShown) {
