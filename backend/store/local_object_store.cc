@@ -50,15 +50,15 @@ std::string BaseOf(const std::string& key) {
 }
 
 // Opens a directory below dir_fd ("" = dir_fd itself).
-int OpenDir(int dir_fd, const std::string& rel) {
-  return ::openat(dir_fd, rel.empty() ? "." : rel.c_str(),
-                  O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+int OpenDir(PosixFs& fs, int dir_fd, const std::string& rel) {
+  return fs.OpenAt(dir_fd, rel.empty() ? "." : rel.c_str(),
+                   O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW, 0);
 }
 
-Status WriteAll(int fd, std::span<const std::byte> data,
+Status WriteAll(PosixFs& fs, int fd, std::span<const std::byte> data,
                 const std::string& path) {
   while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
+    const ssize_t n = fs.Write(fd, data.data(), data.size());
     if (n < 0) {
       if (errno == EINTR) continue;
       return FromErrno(errno, "writing " + path);
@@ -72,11 +72,13 @@ Status WriteAll(int fd, std::span<const std::byte> data,
 // returns its size.
 Result<size_t> OpenForRead(int dir_fd, const std::string& key,
                            const std::string& path, Fd* file) {
-  file->reset(::openat(dir_fd, key.c_str(), O_RDONLY | O_CLOEXEC));
+  file->reset(::openat(dir_fd, key.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (file->get() < 0) {
     if (errno == ENOENT || errno == ENOTDIR) {
       return NotFound(path + ": no such object");
     }
+    // A symlink planted in the store is never followed.
+    if (errno == ELOOP) return IoError(path + ": a symlink, not an object");
     return FromErrno(errno, "opening " + path);
   }
   struct stat st;
@@ -120,12 +122,12 @@ std::string Join(const std::string& parent, std::string_view name) {
 // depth first; descends into a directory only if descend(rel_path) says so.
 // Entries starting with '.' are passed only when `dotfiles`. A directory that
 // disappears while walked (a concurrent Delete) is skipped.
-Status Walk(int root_fd, const std::string& root_path, const std::string& rel,
-            bool dotfiles,
+Status Walk(PosixFs& fs, int root_fd, const std::string& root_path,
+            const std::string& rel, bool dotfiles,
             const std::function<bool(const std::string&)>& descend,
             const std::function<Status(const std::string&, int dir_fd,
                                        const std::string& name)>& on_file) {
-  const int fd = OpenDir(root_fd, rel);
+  const int fd = OpenDir(fs, root_fd, rel);
   if (fd < 0) {
     if (errno == ENOENT || errno == ENOTDIR) return Status::Ok();
     return FromErrno(errno, "opening directory " + root_path + "/" + rel);
@@ -170,7 +172,7 @@ Status Walk(int root_fd, const std::string& root_path, const std::string& rel,
     const std::string path = rel.empty() ? name : rel + "/" + name;
     if (is_dir) {
       if (descend(path)) {
-        status = Walk(root_fd, root_path, path, dotfiles, descend, on_file);
+        status = Walk(fs, root_fd, root_path, path, dotfiles, descend, on_file);
       }
     } else {
       status = on_file(path, ::dirfd(dir), name);
@@ -184,7 +186,7 @@ Status Walk(int root_fd, const std::string& root_path, const std::string& rel,
 }  // namespace
 
 Result<std::unique_ptr<LocalObjectStore>> LocalObjectStore::Open(
-    const std::string& dir, bool create) {
+    const std::string& dir, bool create, PosixFs* fs) {
   if (dir.empty()) return InvalidArgument("store directory is empty");
   std::error_code ec;
   std::string path = std::filesystem::absolute(dir, ec).lexically_normal();
@@ -222,12 +224,13 @@ Result<std::unique_ptr<LocalObjectStore>> LocalObjectStore::Open(
   if (fd < 0) return FromErrno(errno, "opening store directory " + path);
   std::random_device random;
   const uint64_t nonce = (uint64_t{random()} << 32) ^ random();
-  return std::unique_ptr<LocalObjectStore>(
-      new LocalObjectStore(std::move(path), fd, nonce));
+  return std::unique_ptr<LocalObjectStore>(new LocalObjectStore(
+      std::move(path), fd, nonce, fs != nullptr ? *fs : PosixFs::Default()));
 }
 
-LocalObjectStore::LocalObjectStore(std::string dir, int dir_fd, uint64_t nonce)
-    : dir_(std::move(dir)), dir_fd_(dir_fd), nonce_(nonce) {}
+LocalObjectStore::LocalObjectStore(std::string dir, int dir_fd, uint64_t nonce,
+                                   PosixFs& fs)
+    : dir_(std::move(dir)), dir_fd_(dir_fd), nonce_(nonce), fs_(fs) {}
 
 LocalObjectStore::~LocalObjectStore() { ::close(dir_fd_); }
 
@@ -246,10 +249,10 @@ Status LocalObjectStore::MakeDirectories(const std::string& parent) {
     size_t end = parent.find('/', pos);
     if (end == std::string::npos) end = parent.size();
     const std::string sub = parent.substr(0, end);
-    if (::mkdirat(dir_fd_, sub.c_str(), 0700) == 0) {
+    if (fs_.MkdirAt(dir_fd_, sub.c_str(), 0700) == 0) {
       // The new entry is durable only once its parent directory is.
-      Fd up(OpenDir(dir_fd_, ParentOf(sub)));
-      if (up.get() < 0 || ::fsync(up.get()) != 0) {
+      Fd up(OpenDir(fs_, dir_fd_, ParentOf(sub)));
+      if (up.get() < 0 || fs_.Fsync(up.get()) != 0) {
         return FromErrno(errno, "syncing directory of " + PathOf(sub));
       }
     } else if (errno != EEXIST) {
@@ -291,10 +294,10 @@ Status LocalObjectStore::PutOnce(const std::string& key,
   const std::string parent = ParentOf(key);
   const std::string name = BaseOf(key);
   const std::string path = PathOf(key);
-  Fd dir(OpenDir(dir_fd_, parent));
+  Fd dir(OpenDir(fs_, dir_fd_, parent));
   if (dir.get() < 0 && errno == ENOENT && !parent.empty()) {
     RETURN_IF_ERROR(MakeDirectories(parent).Annotate("putting " + path));
-    dir.reset(OpenDir(dir_fd_, parent));
+    dir.reset(OpenDir(fs_, dir_fd_, parent));
     if (dir.get() < 0 && errno == ENOENT) *retry = true;
   }
   if (dir.get() < 0) {
@@ -304,35 +307,36 @@ Status LocalObjectStore::PutOnce(const std::string& key,
   const std::string temp = TempName();
   const std::string temp_path =
       PathOf(parent.empty() ? temp : parent + "/" + temp);
-  Fd file(::openat(dir.get(), temp.c_str(),
-                   O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  Fd file(fs_.OpenAt(dir.get(), temp.c_str(),
+                     O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                     0600));
   if (file.get() < 0) {
     if (errno == ENOENT) *retry = true;  // directory removed meanwhile
     return FromErrno(errno, "creating " + temp_path);
   }
   auto fail = [&](Status s) {
-    ::unlinkat(dir.get(), temp.c_str(), 0);
+    fs_.UnlinkAt(dir.get(), temp.c_str(), 0);
     return s;
   };
-  if (Status s = WriteAll(file.get(), data, temp_path); !s.ok()) {
+  if (Status s = WriteAll(fs_, file.get(), data, temp_path); !s.ok()) {
     return fail(std::move(s));
   }
-  if (::fsync(file.get()) != 0) {
+  if (fs_.Fsync(file.get()) != 0) {
     return fail(FromErrno(errno, "syncing " + temp_path));
   }
   if (::close(file.release()) != 0) {
     return fail(FromErrno(errno, "closing " + temp_path));
   }
-  if (::renameat2(dir.get(), temp.c_str(), dir.get(), name.c_str(),
-                  exclusive ? RENAME_NOREPLACE : 0) != 0) {
+  if (fs_.RenameAt2(dir.get(), temp.c_str(), dir.get(), name.c_str(),
+                    exclusive ? RENAME_NOREPLACE : 0) != 0) {
     if (errno == EEXIST) return fail(AlreadyExists(path + " exists"));
     return fail(FromErrno(errno, "renaming " + temp_path + " to " + path));
   }
-  if (::fsync(dir.get()) != 0) {
+  if (fs_.Fsync(dir.get()) != 0) {
     // Visible but not known durable: report the failure and take the object
     // back, so the caller's view (failed = absent) holds.
     const int err = errno;
-    ::unlinkat(dir.get(), name.c_str(), 0);
+    fs_.UnlinkAt(dir.get(), name.c_str(), 0);
     return FromErrno(err, "syncing directory of " + path);
   }
   return Status::Ok();
@@ -344,7 +348,7 @@ class LocalObjectStore::LocalBatch : public ObjectStore::Batch {
   explicit LocalBatch(LocalObjectStore& store) : store_(store) {}
   ~LocalBatch() override {
     for (const Pending& p : pending_) {
-      ::unlinkat(store_.dir_fd_, p.temp.c_str(), 0);
+      store_.fs_.UnlinkAt(store_.dir_fd_, p.temp.c_str(), 0);
     }
   }
   Status Put(const std::string& key, std::span<const std::byte> data) override;
@@ -375,12 +379,13 @@ Status LocalObjectStore::LocalBatch::Put(const std::string& key,
   const std::string temp =
       (parent.empty() ? "" : parent + "/") + store_.TempName();
   const int root = store_.dir_fd_;
-  Fd file(::openat(root, temp.c_str(),
-                   O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  Fd file(store_.fs_.OpenAt(
+      root, temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+      0600));
   if (file.get() < 0) {
     return FromErrno(errno, "creating " + store_.PathOf(temp));
   }
-  Status st = WriteAll(file.get(), data, store_.PathOf(temp));
+  Status st = WriteAll(store_.fs_, file.get(), data, store_.PathOf(temp));
   // Start writing back now, so the disk works while the backup copies on
   // and Commit's syncfs finds little left to flush. Only a hint: failures
   // here surface at the syncfs.
@@ -391,7 +396,7 @@ Status LocalObjectStore::LocalBatch::Put(const std::string& key,
     st = FromErrno(errno, "closing " + store_.PathOf(temp));
   }
   if (!st.ok()) {
-    ::unlinkat(root, temp.c_str(), 0);
+    store_.fs_.UnlinkAt(root, temp.c_str(), 0);
     return st;
   }
   std::lock_guard lock(mu_);
@@ -411,18 +416,19 @@ Status LocalObjectStore::LocalBatch::Commit() {
   // Whatever fails below, no temporary of this batch stays behind.
   auto drop_from = [&](size_t i) {
     for (; i < pending.size(); ++i) {
-      ::unlinkat(root, pending[i].temp.c_str(), 0);
+      store_.fs_.UnlinkAt(root, pending[i].temp.c_str(), 0);
     }
   };
   // Data first: no object becomes visible before its bytes are durable.
-  if (::syncfs(root) != 0) {
+  if (store_.fs_.SyncFs(root) != 0) {
     const int err = errno;
     drop_from(0);
     return FromErrno(err, "syncing " + dir);
   }
   for (size_t i = 0; i < pending.size(); ++i) {
     const Pending& p = pending[i];
-    if (::renameat(root, p.temp.c_str(), root, p.key.c_str()) != 0) {
+    if (store_.fs_.RenameAt2(root, p.temp.c_str(), root, p.key.c_str(), 0) !=
+        0) {
       const int err = errno;
       drop_from(i);
       return FromErrno(err, "renaming " + store_.PathOf(p.temp) + " to " +
@@ -430,7 +436,7 @@ Status LocalObjectStore::LocalBatch::Commit() {
     }
   }
   // Then the names.
-  if (::syncfs(root) != 0) return FromErrno(errno, "syncing " + dir);
+  if (store_.fs_.SyncFs(root) != 0) return FromErrno(errno, "syncing " + dir);
   return Status::Ok();
 }
 
@@ -489,7 +495,7 @@ Result<bool> LocalObjectStore::DeleteIfUnusedSince(const std::string& key,
   const std::string parent = ParentOf(key);
   const std::string name = BaseOf(key);
   const std::string path = PathOf(key);
-  Fd dir(OpenDir(dir_fd_, parent));
+  Fd dir(OpenDir(fs_, dir_fd_, parent));
   if (dir.get() < 0) {
     if (errno == ENOENT || errno == ENOTDIR) return false;
     return FromErrno(errno, "opening directory of " + path);
@@ -504,7 +510,8 @@ Result<bool> LocalObjectStore::DeleteIfUnusedSince(const std::string& key,
   // name before the rename has set its time by now or will find the name
   // gone when it checks (see Touch); one after the rename fails.
   const std::string trash = std::string(kTrashPrefix) + name;
-  if (::renameat(dir.get(), name.c_str(), dir.get(), trash.c_str()) != 0) {
+  if (fs_.RenameAt2(dir.get(), name.c_str(), dir.get(), trash.c_str(), 0) !=
+      0) {
     if (errno == ENOENT) return false;
     return FromErrno(errno, "moving " + path + " aside");
   }
@@ -515,17 +522,17 @@ Result<bool> LocalObjectStore::DeleteIfUnusedSince(const std::string& key,
   }
   if (st.st_mtime >= cutoff) {
     // Touched meanwhile: put it back, unless a writer stored it again.
-    if (::renameat2(dir.get(), trash.c_str(), dir.get(), name.c_str(),
-                    RENAME_NOREPLACE) != 0) {
-      ::unlinkat(dir.get(), trash.c_str(), 0);
+    if (fs_.RenameAt2(dir.get(), trash.c_str(), dir.get(), name.c_str(),
+                      RENAME_NOREPLACE) != 0) {
+      fs_.UnlinkAt(dir.get(), trash.c_str(), 0);
     }
     return false;
   }
-  if (::unlinkat(dir.get(), trash.c_str(), 0) != 0) {
+  if (fs_.UnlinkAt(dir.get(), trash.c_str(), 0) != 0) {
     if (errno == ENOENT) return false;
     return FromErrno(errno, "deleting " + path);
   }
-  if (::fsync(dir.get()) != 0) {
+  if (fs_.Fsync(dir.get()) != 0) {
     return FromErrno(errno, "syncing directory of " + path);
   }
   return true;
@@ -535,7 +542,7 @@ Status LocalObjectStore::Quarantine(const std::string& key) {
   RETURN_IF_ERROR(ValidateObjectKey(key));
   const std::string parent = ParentOf(key);
   const std::string path = PathOf(key);
-  Fd dir(OpenDir(dir_fd_, parent));
+  Fd dir(OpenDir(fs_, dir_fd_, parent));
   if (dir.get() < 0) {
     if (errno == ENOENT || errno == ENOTDIR) {
       return NotFound(path + ": no such object");
@@ -546,11 +553,12 @@ Status LocalObjectStore::Quarantine(const std::string& key) {
   const std::string bad = std::string(kBadPrefix) + BaseOf(key) + "." +
                           Hex64(nonce_) + "." +
                           std::to_string(next_temp_.fetch_add(1));
-  if (::renameat(dir.get(), BaseOf(key).c_str(), dir.get(), bad.c_str()) != 0) {
+  if (fs_.RenameAt2(dir.get(), BaseOf(key).c_str(), dir.get(), bad.c_str(),
+                    0) != 0) {
     if (errno == ENOENT) return NotFound(path + ": no such object");
     return FromErrno(errno, "moving " + path + " aside");
   }
-  if (::fsync(dir.get()) != 0) {
+  if (fs_.Fsync(dir.get()) != 0) {
     return FromErrno(errno, "syncing directory of " + path);
   }
   return Status::Ok();
@@ -581,7 +589,7 @@ Result<std::vector<std::string>> LocalObjectStore::List(
     if (rel.starts_with(prefix)) keys.push_back(rel);
     return Status::Ok();
   };
-  RETURN_IF_ERROR(Walk(dir_fd_, dir_, ParentOf(prefix), /*dotfiles=*/false,
+  RETURN_IF_ERROR(Walk(fs_, dir_fd_, dir_, ParentOf(prefix), /*dotfiles=*/false,
                        descend, on_file));
   std::sort(keys.begin(), keys.end());
   return keys;
@@ -590,7 +598,7 @@ Result<std::vector<std::string>> LocalObjectStore::List(
 Status LocalObjectStore::Delete(const std::string& key) {
   RETURN_IF_ERROR(ValidateObjectKey(key));
   const std::string path = PathOf(key);
-  if (::unlinkat(dir_fd_, key.c_str(), 0) != 0) {
+  if (fs_.UnlinkAt(dir_fd_, key.c_str(), 0) != 0) {
     if (errno == ENOENT || errno == ENOTDIR) {
       return NotFound(path + ": no such object");
     }
@@ -598,15 +606,15 @@ Status LocalObjectStore::Delete(const std::string& key) {
   }
   std::string parent = ParentOf(key);
   {
-    Fd dir(OpenDir(dir_fd_, parent));
-    if (dir.get() < 0 || ::fsync(dir.get()) != 0) {
+    Fd dir(OpenDir(fs_, dir_fd_, parent));
+    if (dir.get() < 0 || fs_.Fsync(dir.get()) != 0) {
       return FromErrno(errno, "syncing directory of " + path);
     }
   }
   // Drop directories that became empty (fails harmlessly on the first that
   // is not). Not synced: an empty directory that survives a crash is harmless.
   while (!parent.empty() &&
-         ::unlinkat(dir_fd_, parent.c_str(), AT_REMOVEDIR) == 0) {
+         fs_.UnlinkAt(dir_fd_, parent.c_str(), AT_REMOVEDIR) == 0) {
     parent = ParentOf(parent);
   }
   return Status::Ok();
@@ -623,10 +631,10 @@ Result<uint64_t> LocalObjectStore::RemoveStaleTemporaries(int64_t cutoff) {
       // A gc killed while it decided: put the object back (whole; if it is
       // unused the next gc deletes it) unless a writer stored it again.
       const std::string back = name.substr(kTrashPrefix.size());
-      if (::renameat2(dir_fd, name.c_str(), dir_fd, back.c_str(),
-                      RENAME_NOREPLACE) != 0 &&
+      if (fs_.RenameAt2(dir_fd, name.c_str(), dir_fd, back.c_str(),
+                        RENAME_NOREPLACE) != 0 &&
           errno == EEXIST) {
-        ::unlinkat(dir_fd, name.c_str(), 0);
+        fs_.UnlinkAt(dir_fd, name.c_str(), 0);
       }
       return Status::Ok();
     }
@@ -637,14 +645,15 @@ Result<uint64_t> LocalObjectStore::RemoveStaleTemporaries(int64_t cutoff) {
       return FromErrno(errno, "stat " + PathOf(rel));
     }
     if (st.st_mtime >= cutoff) return Status::Ok();
-    if (::unlinkat(dir_fd, name.c_str(), 0) != 0) {
+    if (fs_.UnlinkAt(dir_fd, name.c_str(), 0) != 0) {
       if (errno == ENOENT) return Status::Ok();
       return FromErrno(errno, "removing " + PathOf(rel));
     }
     ++removed;
     return Status::Ok();
   };
-  RETURN_IF_ERROR(Walk(dir_fd_, dir_, "", /*dotfiles=*/true, descend, on_file));
+  RETURN_IF_ERROR(
+      Walk(fs_, dir_fd_, dir_, "", /*dotfiles=*/true, descend, on_file));
   return removed;
 }
 

@@ -28,6 +28,7 @@
 #include <string>
 
 #include "backend/store/object_store.h"
+#include "backend/store/posix_fs.h"
 
 namespace ckptfs {
 
@@ -35,8 +36,11 @@ class LocalObjectStore : public ObjectStore {
  public:
   // Opens the directory `dir`; with `create`, makes it (mode 0700, parents
   // as needed) if it is missing. kNotFound if it is missing otherwise.
+  // Every change to the directory goes through `fs` (default: the system
+  // calls; tests pass a fault-injecting one, which must outlive the store).
   static Result<std::unique_ptr<LocalObjectStore>> Open(const std::string& dir,
-                                                        bool create);
+                                                        bool create,
+                                                        PosixFs* fs = nullptr);
   ~LocalObjectStore() override;
   LocalObjectStore(const LocalObjectStore&) = delete;
   LocalObjectStore& operator=(const LocalObjectStore&) = delete;
@@ -73,7 +77,7 @@ class LocalObjectStore : public ObjectStore {
 
  private:
   class LocalBatch;
-  LocalObjectStore(std::string dir, int dir_fd, uint64_t nonce);
+  LocalObjectStore(std::string dir, int dir_fd, uint64_t nonce, PosixFs& fs);
 
   // Makes the directories of `parent` (a key prefix without trailing '/')
   // below the root, fsyncing the parent of each directory it creates.
@@ -90,6 +94,7 @@ class LocalObjectStore : public ObjectStore {
   const int dir_fd_;
   const uint64_t nonce_;  // random per instance: temporaries never collide
   std::atomic<uint64_t> next_temp_{0};
+  PosixFs& fs_;
 };
 
 }  // namespace ckptfs
