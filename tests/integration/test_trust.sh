@@ -108,7 +108,7 @@ fi
 if want 9; then
 host=$(hostname)
 other="$host-999999"
-uuid=$(virsh domuuid "$DOM" | head -1)
+uuid=$(virsh domuuid "$DOM")  # (no head: SIGPIPE under pipefail)
 backup run9 >/dev/null
 prefix=$(dirname "$(ls "$STORE"/backups/*/run9/backup.json)")
 # Make run9 look like a backup another host is still writing: its record
@@ -159,7 +159,7 @@ assert_contains "$out" "DAMAGED $DOM/d1" "verify"
 assert_contains "$out" "moved aside" "verify"
 assert_not_exists "$chunk"
 ls "$(dirname "$chunk")"/.bad.* >/dev/null || fail "the damaged copy is not kept"
-pass "the damaged chunk is kept aside as $(ls "$(dirname "$chunk")"/.bad.* | head -1)"
+pass "the damaged chunk is kept aside: $(ls -d "$(dirname "$chunk")"/.bad.*)"
 # The same bytes in a new full backup: stored again, not deduplicated onto
 # the bad copy.
 backup d2 mode=full >/dev/null
