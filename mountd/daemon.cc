@@ -727,9 +727,10 @@ Status Daemon::StartBackup(const Request& req, const std::string& job_id,
   // names its owner and the backup, so that this host's daemon started
   // after this one was killed removes what it left (RemoveStaleLocks).
   Store::Lock store_lock;
-  store_lock.name = HostName() + "-" + std::to_string(getpid()) + "-" + job_id;
-  store_lock.started = NowMs() / 1000;
   store_lock.host = HostName();
+  store_lock.name =
+      store_lock.host + "-" + std::to_string(getpid()) + "-" + job_id;
+  store_lock.started = NowMs() / 1000;
   store_lock.pid = getpid();
   store_lock.domain_uuid = dom.uuid;
   store_lock.checkpoint = view->name;

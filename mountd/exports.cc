@@ -335,14 +335,6 @@ Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
   BaseChoice choice;
   if (req.mode != "full") {
     if (choose_base_) choice = choose_base_(dom, targets, cps);
-    // A backup with mode=incremental needs a base that has a backup; the
-    // parent rule would give an incremental export it cannot use.
-    if (choice.checkpoint.empty() && req.mode == "incremental") {
-      return InvalidArgument(
-          "mode=incremental: domain " + domain +
-          " has no complete backup whose checkpoint bitmaps libvirt still "
-          "has; take a full backup (mode=full or auto)");
-    }
     if (choice.checkpoint.empty() && !cps.empty()) {
       const CheckpointInfo& parent = cps.back();
       if (std::all_of(targets.begin(), targets.end(),
@@ -411,9 +403,11 @@ Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
     // Asked for an incremental only: refuse rather than copy in full (the
     // job did not begin, so nothing was created).
     CleanDomainDir(dir);
-    return InvalidArgument("mode=incremental: libvirt refused an incremental "
-                           "export from " + base + " (" + begun.message() +
-                           "); take a full backup (mode=full or auto)");
+    return InvalidArgument(
+        "mode=incremental: libvirt refused an incremental "
+        "export from " +
+        base + " (" + begun.message() +
+        "); take a full backup (mode=full or auto)");
   }
   if (!begun.ok() && !base.empty()) {
     // A base whose bitmap is missing or inconsistent must never give a wrong

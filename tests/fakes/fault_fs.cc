@@ -100,17 +100,11 @@ int FaultFs::SyncFs(int fd) {
   const int rc = ::syncfs(fd);
   if (rc != 0) return rc;
   for (Op& op : ops_) op.durable = true;
-  std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(root_, ec);
-       it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    struct stat st;
-    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-      continue;
-    }
+  ForEachFile([&](const fs::path&, const struct stat& st) {
     if (auto s = synced_size_.find(st.st_ino); s != synced_size_.end()) {
       s->second = st.st_size;
     }
-  }
+  });
   return 0;
 }
 
@@ -208,19 +202,25 @@ void FaultFs::Undo(const Op& op) {
   }
 }
 
-void FaultFs::TruncateUnsynced() {
+void FaultFs::ForEachFile(
+    const std::function<void(const fs::path&, const struct stat&)>& fn) const {
   std::error_code ec;
   for (auto it = fs::recursive_directory_iterator(root_, ec);
        it != fs::recursive_directory_iterator(); it.increment(ec)) {
     struct stat st;
-    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-      continue;
-    }
-    const auto s = synced_size_.find(st.st_ino);
-    if (s != synced_size_.end() && s->second < st.st_size) {
-      ::truncate(it->path().c_str(), s->second);
+    if (::lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      fn(it->path(), st);
     }
   }
+}
+
+void FaultFs::TruncateUnsynced() {
+  ForEachFile([&](const fs::path& path, const struct stat& st) {
+    const auto s = synced_size_.find(st.st_ino);
+    if (s != synced_size_.end() && s->second < st.st_size) {
+      ::truncate(path.c_str(), s->second);
+    }
+  });
 }
 
 void FaultFs::Crash() {

@@ -17,9 +17,12 @@
 // Thread safety: all methods are serialised by one mutex.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -68,6 +71,9 @@ class FaultFs : public PosixFs {
   std::string Save(const std::string& rel);  // hard link into stash
   void Undo(const Op& op);
   void TruncateUnsynced();
+  // Calls fn for every regular file below root.
+  void ForEachFile(const std::function<void(const std::filesystem::path&,
+                                            const struct stat&)>& fn) const;
 
   const std::string root_, stash_;
   mutable std::mutex mu_;
