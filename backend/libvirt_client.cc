@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <limits>
+#include <random>
 #include <thread>
 
 #include "backend/xml.h"
@@ -393,6 +395,41 @@ Result<DomainInfo> ParseDomainXml(const std::string& xml) {
   return info;
 }
 
+namespace {
+
+constexpr std::string_view kDescriptionPrefix = "created by ckptfs (id ";
+
+// NONCE of a description CheckpointDescription made, else "".
+std::string DescriptionNonce(const std::string& description) {
+  if (!description.starts_with(kDescriptionPrefix) ||
+      !description.ends_with(")")) {
+    return "";
+  }
+  return description.substr(kDescriptionPrefix.size(),
+                            description.size() - kDescriptionPrefix.size() - 1);
+}
+
+}  // namespace
+
+std::string CheckpointDescription() {
+  // 64 bits from the kernel's generator: two checkpoints of one name within
+  // one second collide with probability 2^-64.
+  std::random_device rd;
+  const uint64_t nonce = (uint64_t{rd()} << 32) | rd();
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx",
+                static_cast<unsigned long long>(nonce));
+  return std::string(kDescriptionPrefix) + hex + ")";
+}
+
+bool IsRecordedCheckpoint(const CheckpointInfo& cp, int64_t recorded_created,
+                          const std::string& recorded_xml) {
+  if (cp.creation_time != recorded_created) return false;
+  auto recorded = ParseCheckpointXml(recorded_xml);
+  // A record whose XML does not parse cannot prove it is this checkpoint.
+  return recorded.ok() && recorded->nonce == cp.nonce;
+}
+
 Result<CheckpointInfo> ParseCheckpointXml(const std::string& xml) {
   ASSIGN_OR_RETURN(XmlDoc doc, XmlDoc::Parse(xml));
   CheckpointInfo info;
@@ -406,6 +443,7 @@ Result<CheckpointInfo> ParseCheckpointXml(const std::string& xml) {
   if (info.creation_time > kMaxSeconds || info.creation_time < -kMaxSeconds) {
     return InvalidArgument("checkpoint XML with creationTime out of range");
   }
+  info.nonce = DescriptionNonce(doc.Text("/domaincheckpoint/description"));
   ASSIGN_OR_RETURN(auto disks, doc.Select("/domaincheckpoint/disks/disk"));
   for (const auto& d : disks) {
     if (d.Attr("checkpoint", "bitmap") == "bitmap") {

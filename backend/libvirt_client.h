@@ -48,8 +48,13 @@ struct DomainInfo {
 
 struct CheckpointInfo {
   std::string name;
-  std::string parent;              // "" for a root checkpoint
-  int64_t creation_time = 0;       // seconds since the epoch
+  std::string parent;         // "" for a root checkpoint
+  int64_t creation_time = 0;  // seconds since the epoch
+  // ckptfs's mark in <description> (CheckpointDescription), "" for a
+  // checkpoint someone else made. With the name and creation time it tells
+  // a checkpoint from one deleted and made again under its name within the
+  // same second (creationTime has whole seconds).
+  std::string nonce;
   std::vector<std::string> disks;  // targets that carry a bitmap
   // Only in XML asked for with sizes (UsableBitmaps): the targets for which
   // libvirt reported a size, i.e. whose bitmap it would use right now.
@@ -153,5 +158,17 @@ class LibvirtClient {
 Result<DomainInfo> ParseDomainXml(const std::string& xml);
 Result<CheckpointInfo> ParseCheckpointXml(const std::string& xml);
 Result<BackupJobInfo> ParseBackupXml(const std::string& xml);
+
+// The <description> ckptfs gives the checkpoints it makes: "created by
+// ckptfs (id NONCE)" with a fresh random NONCE each time.
+std::string CheckpointDescription();
+
+// Whether libvirt's checkpoint `cp` is the very one a backup recorded (its
+// creation time and checkpoint XML): same creation time and same nonce
+// ("" on both sides for checkpoints ckptfs did not make). A checkpoint
+// deleted and made again under the same name differs in one or the other,
+// and its bitmap misses what was written in between.
+bool IsRecordedCheckpoint(const CheckpointInfo& cp, int64_t recorded_created,
+                          const std::string& recorded_xml);
 
 }  // namespace ckptfs

@@ -44,9 +44,11 @@ struct CheckpointView {
   std::string state = "live";  // live | backing-up | stored
   std::string mode;            // full | incremental
   std::string base;            // "" when none
-  int64_t base_created = 0;    // creation time of libvirt's checkpoint `base`
-  int64_t created = 0;         // seconds since the epoch
-  std::string xml;             // checkpoint XML with the domain XML
+  // Identity of libvirt's checkpoint `base` (IsRecordedCheckpoint).
+  int64_t base_created = 0;  // its creation time
+  std::string base_nonce;    // its CheckpointInfo::nonce
+  int64_t created = 0;       // seconds since the epoch
+  std::string xml;           // checkpoint XML with the domain XML
   std::string info_json;
   std::vector<std::shared_ptr<const CheckpointDisk>> disks;
 };

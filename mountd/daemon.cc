@@ -576,7 +576,7 @@ BaseChoice Daemon::ChooseBase(const DomainInfo& domain,
     if (cp == cps.end()) continue;
     // A checkpoint deleted and created again under the same name has a
     // bitmap that started after the backup's point in time: never a base.
-    if (cp->creation_time != it->created) continue;
+    if (!IsRecordedCheckpoint(*cp, it->created, it->checkpoint_xml)) continue;
     auto in_backup = [&](const std::string& d) {
       return std::any_of(it->disks.begin(), it->disks.end(),
                          [&](const auto& bd) { return bd.name == d; });
@@ -689,14 +689,18 @@ Status Daemon::StartBackup(const Request& req, const std::string& job_id,
   }
 
   // The unchanged chunks come from the backup of exactly the checkpoint the
-  // export is incremental from: same name and same creation time (a
+  // export is incremental from: same name, creation time and nonce (a
   // checkpoint deleted and made again under its old name started its bitmap
   // later; the old backup misses what was written in between).
   std::optional<BackupRecord> base;
   if (req.mode != "full" && view->mode == "incremental" &&
       !view->base.empty()) {
     auto b = catalog_->GetBackup(BackupId(dom.uuid, view->base));
-    if (b.ok() && b->has_value() && (*b)->created == view->base_created) {
+    CheckpointInfo exported;
+    exported.creation_time = view->base_created;
+    exported.nonce = view->base_nonce;
+    if (b.ok() && b->has_value() &&
+        IsRecordedCheckpoint(exported, (*b)->created, (*b)->checkpoint_xml)) {
       base = std::move(**b);
     }
   }

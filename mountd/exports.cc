@@ -388,7 +388,7 @@ Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
   };
   XmlWriter cw("domaincheckpoint");
   cw.Leaf("name", {}, name);
-  cw.Leaf("description", {}, "created by ckptfs");
+  cw.Leaf("description", {}, CheckpointDescription());
   cw.Open("disks");
   for (const auto& d : dom.disks) {
     if (d.device != "disk") continue;
@@ -449,7 +449,9 @@ Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
   // The base is this very checkpoint of libvirt's, not an older one of the
   // same name: a backup takes unchanged chunks only from a backup of it.
   for (const CheckpointInfo& cp : cps) {
-    if (cp.name == base) view->base_created = cp.creation_time;
+    if (cp.name != base) continue;
+    view->base_created = cp.creation_time;
+    view->base_nonce = cp.nonce;
   }
   auto info = libvirt_.GetCheckpoint(domain, name);
   if (!info.ok()) return fail(info.status());

@@ -8,6 +8,8 @@
 #  3. a checkpoint deleted and made again with virsh under the name of a
 #     backed-up one: the next backup must not take unchanged chunks from the
 #     old backup (it would miss the writes in between); it is byte-identical;
+#     3b. the same within one second (the old creation time): the nonce in
+#     ckptfs's checkpoint descriptions tells them apart;
 #  7. mode=incremental without a usable base: EINVAL, no job, no checkpoint;
 #  9. a lock of host "<this host>-999999" (a prefix match of ours) and the
 #     manifests of its running backup survive this daemon's start;
@@ -40,7 +42,7 @@ backup() {  # TAG [WORDS]
 }
 
 # CKT_TRUST_SECTIONS="3 10" runs only those (each section stands alone).
-want() { [[ " ${CKT_TRUST_SECTIONS:-1 3 7 9 10} " == *" $1 "* ]]; }
+want() { [[ " ${CKT_TRUST_SECTIONS:-1 3 3b 7 9 10} " == *" $1 "* ]]; }
 
 cmp_both() {  # TAG WHAT
   local i t
@@ -94,6 +96,41 @@ pass "k2 is not incremental from the old k1's backup"
 cmp_both k2 "k2 (holds W)"
 remount
 cmp_both k2 "k2 after a remount"
+fi
+
+# ----------------------------------------------------------------- 3b. same name, same second
+if want 3b; then
+# As 3, but the new j1 has the old j1's creation time, as a checkpoint made
+# again within the same second has (libvirt keeps whole seconds): its
+# metadata is redefined with the old time over its own, new bitmap. Only
+# the nonce ckptfs writes into its checkpoints' descriptions tells them
+# apart; the old backup of j1 must not be the base.
+backup j1 >/dev/null
+old_time=$(virsh checkpoint-dumpxml "$DOM" j1 --no-domain |
+  sed -n 's:.*<creationTime>\(.*\)</creationTime>.*:\1:p')
+[[ -n "$old_time" ]] || fail "no creationTime of j1"
+virsh -q checkpoint-delete "$DOM" j1 >/dev/null
+guest_write "$DOM" 0 0x31 20M 256k   # W: after the old j1, before the new
+guest_write "$DOM" 1 0x32 21M 64k
+virsh -q checkpoint-create-as "$DOM" j1 >/dev/null
+virsh checkpoint-dumpxml "$DOM" j1 |
+  sed "s:<creationTime>.*</creationTime>:<creationTime>$old_time</creationTime>:" \
+    >"$CKT_WORK/j1.xml"
+virsh -q checkpoint-delete "$DOM" j1 --metadata >/dev/null
+virsh -q checkpoint-create "$DOM" "$CKT_WORK/j1.xml" --redefine >/dev/null ||
+  fail "virsh checkpoint-create --redefine j1 failed"
+assert_eq "$(virsh checkpoint-dumpxml "$DOM" j1 --no-domain |
+  sed -n 's:.*<creationTime>\(.*\)</creationTime>.*:\1:p')" "$old_time" \
+  "creation time of the new j1"
+guest_write "$DOM" 0 0x33 24M 64k
+id=$(backup j2)
+job=$(cat "$(job_file "$id")")
+[[ "$(json_str_get "$job" base)" != j1 ]] ||
+  fail "j2 took the old backup of j1 (same name and second) as its base: $job"
+pass "j2 is not incremental from the old j1's backup: base $(json_str_get "$job" base)"
+cmp_both j2 "j2 (holds W)"
+remount
+cmp_both j2 "j2 after a remount"
 fi
 
 # ----------------------------------------------------------------- 7. mode=incremental, no base

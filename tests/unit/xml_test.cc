@@ -104,5 +104,35 @@ TEST(XmlTest, CheckpointCreationTimeInRange) {
   }
 }
 
+// A checkpoint deleted and made again under its name within the same second
+// has the old creation time: only ckptfs's nonce tells them apart.
+TEST(XmlTest, RecordedCheckpointNeedsTimeAndNonce) {
+  auto xml = [](const std::string& description, int64_t t) {
+    return "<domaincheckpoint><name>k1</name><description>" + description +
+           "</description><creationTime>" + std::to_string(t) +
+           "</creationTime></domaincheckpoint>";
+  };
+  const std::string d1 = CheckpointDescription();
+  const std::string d2 = CheckpointDescription();
+  ASSERT_NE(d1, d2);
+  auto cp = ParseCheckpointXml(xml(d1, 100));
+  ASSERT_TRUE(cp.ok()) << cp.status().ToString();
+  EXPECT_EQ(cp->nonce.size(), 16u);
+  EXPECT_TRUE(IsRecordedCheckpoint(*cp, 100, xml(d1, 100)));
+  EXPECT_FALSE(IsRecordedCheckpoint(*cp, 101, xml(d1, 101)));
+  EXPECT_FALSE(IsRecordedCheckpoint(*cp, 100, xml(d2, 100)));
+  // Made again by someone else (virsh), or recorded so: no nonce on one side.
+  EXPECT_FALSE(IsRecordedCheckpoint(*cp, 100, xml("", 100)));
+  auto foreign = ParseCheckpointXml(xml("made by hand", 100));
+  ASSERT_TRUE(foreign.ok());
+  EXPECT_EQ(foreign->nonce, "");
+  EXPECT_FALSE(IsRecordedCheckpoint(*foreign, 100, xml(d1, 100)));
+  // Neither has one (checkpoints of older ckptfs versions): the time decides.
+  EXPECT_TRUE(
+      IsRecordedCheckpoint(*foreign, 100, xml("created by ckptfs", 100)));
+  // A record whose XML does not parse proves nothing.
+  EXPECT_FALSE(IsRecordedCheckpoint(*foreign, 100, "<domaincheckpoint>"));
+}
+
 }  // namespace
 }  // namespace ckptfs
