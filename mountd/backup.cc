@@ -8,6 +8,8 @@
 #include <thread>
 #include <vector>
 
+#include "backend/clock.h"
+
 namespace ckptfs {
 namespace {
 

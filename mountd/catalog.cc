@@ -16,6 +16,8 @@
 #include <string_view>
 #include <utility>
 
+#include "backend/clock.h"
+
 namespace ckptfs {
 namespace {
 

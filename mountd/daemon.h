@@ -1,13 +1,15 @@
-// Daemon: the core behind the mount. Builds the namespace from libvirt and
-// the live exports, serves it through the Filesystem interface, runs control
-// requests, and follows libvirt through its events.
+// Daemon: the core behind the mount. Builds the namespace from libvirt, the
+// live exports and the store, serves it through its Namespace (the
+// Filesystem the FUSE edge calls, filesystem()), runs control requests, and
+// follows libvirt through its events.
 //
-// Threads: FUSE workers call the Filesystem methods and Submit(); the
-// libvirt event thread only queues events; one refresher thread applies them
-// (re-lists domains, drops exports whose job or domain went away),
-// reconnects to libvirt after it restarts and ends the jobs of exports that
-// ended while libvirt was unreachable. The tree is an immutable snapshot
-// swapped under tree_mu_ (held only for the pointer copy).
+// Threads: FUSE workers call the Namespace, which calls back into Submit(),
+// JobJson(), StatusJson() and HoldImage() (NamespaceHost); the libvirt event
+// thread only queues events; one refresher thread applies them (re-lists
+// domains, drops exports whose job or domain went away), reconnects to
+// libvirt after it restarts and ends the jobs of exports that ended while
+// libvirt was unreachable. Publish() gathers the tree's input under
+// publish_mu_ and hands it to the Namespace, which swaps in the new tree.
 #pragma once
 
 #include <atomic>
@@ -21,14 +23,13 @@
 
 #include "backend/libvirt_client.h"
 #include "cache/block_cache.h"
-#include "fs/filesystem.h"
-#include "mountd/backup.h"
+#include "fs/namespace.h"
+#include "mountd/backup_job.h"
 #include "mountd/catalog.h"
 #include "mountd/control.h"
 #include "mountd/exports.h"
 #include "mountd/jobs.h"
 #include "mountd/stored.h"
-#include "mountd/tree.h"
 
 namespace ckptfs {
 
@@ -41,62 +42,42 @@ struct DaemonOptions {
   bool allow_other = false;
 };
 
-class Daemon : public Filesystem {
+class Daemon : public NamespaceHost {
  public:
   // Connects to libvirt, ends exports a killed daemon left under run_dir,
   // and builds the first tree.
   static Result<std::unique_ptr<Daemon>> Start(const DaemonOptions& options);
   ~Daemon() override;
 
-  // Filesystem.
-  Result<Attr> GetAttr(std::string_view path) override;
-  Result<std::vector<DirEntry>> ReadDir(std::string_view path) override;
-  Result<std::string> ReadLink(std::string_view path) override;
-  Result<std::unique_ptr<FileHandle>> Open(std::string_view path,
-                                           int flags) override;
-  Status Truncate(std::string_view path, uint64_t size) override;
+  // What the FUSE edge serves; lives as long as the daemon.
+  Filesystem& filesystem() { return namespace_; }
 
   // Runs one control request; returns its status and the JSON reply.
-  struct Reply {
-    Status status;
-    std::string json;
-  };
   Reply Submit(RequestKind kind, std::string_view line);
 
-  std::string StatusJson() const;
-  std::string JobJson(const std::string& id) const;
+  // NamespaceHost.
+  Reply Submit(std::string_view control, std::string_view line) override;
+  std::string StatusJson() const override;
+  std::string JobJson(const std::string& id) const override;
+  std::shared_ptr<ImageSource> HoldImage(
+      const std::shared_ptr<ImageSource>& image) override;
 
   // Ends every export this daemon made and stops the refresher. Idempotent.
   void Shutdown();
 
  private:
   explicit Daemon(DaemonOptions options);
-  std::shared_ptr<const Tree> Snapshot() const;
   void Publish();
   void ReloadDomains();
   void OnEvent(const DomainEvent& event);
   void RefreshLoop();
-  Attr MakeAttr(const Node& node) const;
-  // control/backup: fixes the point in time, starts the job thread and
-  // returns; `async` is set when the job goes on after the reply.
-  Status StartBackup(const Request& req, const std::string& job_id,
-                     bool* async);
-  BaseChoice ChooseBase(const DomainInfo& domain,
-                        const std::vector<std::string>& disks,
-                        const std::vector<CheckpointInfo>& checkpoints);
-  // Why a backup's export failed, when libvirt can tell (QEMU gone, job
-  // ended behind our back); `st` otherwise.
-  Status ExplainBackupFailure(const std::string& domain, const Status& st);
   void FinishJob(const std::string& id, const Status& st,
                  const std::string& fail_state);
   Status ReconcileCatalog();
-  static std::string HostName();
   void RemoveStaleLocks();
-  Result<std::unique_ptr<FileHandle>> OpenNode(const Node& node, int flags);
 
   const DaemonOptions options_;
   const int64_t started_;
-  const uint32_t uid_, gid_;
   std::unique_ptr<LibvirtClient> libvirt_;
   std::unique_ptr<BlockCache> cache_;
   JobTable jobs_;
@@ -104,20 +85,11 @@ class Daemon : public Filesystem {
   std::unique_ptr<Store> store_;
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<StoredCheckpoints> stored_;
-  std::unique_ptr<BackupRunner> runner_;
-  std::atomic<bool> cancel_backups_{false};
+  std::unique_ptr<BackupJobs> backups_;
   // Reconnects to libvirt after which the tree and exports were resynced.
   std::atomic<uint64_t> libvirt_resyncs_{0};
-  std::mutex backups_mu_;
-  struct BackupThread {
-    std::thread thread;
-    std::shared_ptr<std::atomic<bool>> done;
-  };
-  std::vector<BackupThread> backups_;  // guarded by backups_mu_
-  InodeTable inodes_;
 
-  mutable std::mutex tree_mu_;
-  std::shared_ptr<const Tree> tree_;  // guarded by tree_mu_
+  Namespace namespace_;
   std::mutex publish_mu_;             // serialises rebuilds
   std::vector<std::string> domains_;  // guarded by publish_mu_
 

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "backend/clock.h"
 #include "backend/trusted_dir.h"
 #include "backend/xml.h"
 #include "mountd/source_factory.h"

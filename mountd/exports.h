@@ -24,7 +24,7 @@
 #include "backend/libvirt_client.h"
 #include "backend/trusted_dir.h"
 #include "cache/block_cache.h"
-#include "mountd/checkpoint.h"
+#include "fs/checkpoint_view.h"
 #include "mountd/control.h"
 #include "mountd/jobs.h"
 

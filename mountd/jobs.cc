@@ -1,28 +1,13 @@
 #include "mountd/jobs.h"
 
 #include <algorithm>
-#include <chrono>
-#include <ctime>
 #include <random>
+
+#include "backend/clock.h"
 
 namespace ckptfs {
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 namespace {
-std::string FormatUtc(int64_t ms, const char* fmt) {
-  time_t t = static_cast<time_t>(ms / 1000);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  char buf[64];
-  strftime(buf, sizeof(buf), fmt, &tm);
-  return buf;
-}
-
 nlohmann::json TimeOrNull(int64_t ms) {
   return ms ? nlohmann::json(IsoTime(ms)) : nlohmann::json(nullptr);
 }
@@ -35,9 +20,6 @@ bool Ended(const Job& j) {
 nlohmann::json StrOrNull(const std::string& s) {
   return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s);
 }
-
-std::string IsoTime(int64_t ms) { return FormatUtc(ms, "%Y-%m-%dT%H:%M:%SZ"); }
-std::string CompactTime(int64_t ms) { return FormatUtc(ms, "%Y%m%dT%H%M%SZ"); }
 
 nlohmann::json JobToJson(const Job& j) {
   nlohmann::json out = {

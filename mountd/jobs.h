@@ -53,12 +53,6 @@ nlohmann::json JobResponse(const Job& job);
 // "" becomes null in JSON records.
 nlohmann::json StrOrNull(const std::string& s);
 
-// Current time, milliseconds since the epoch.
-int64_t NowMs();
-// "2026-11-23T08:15:00Z" (ms dropped) and "20261123T081500Z".
-std::string IsoTime(int64_t ms);
-std::string CompactTime(int64_t ms);
-
 class JobTable {
  public:
   // Ended records kept: kMaxJobs in all, kMaxRejected of them rejected.

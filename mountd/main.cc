@@ -139,7 +139,7 @@ int Serve(const MountArgs& a, const std::function<void(const Status&)>& ready) {
   fo.mountpoint = a.mountpoint;
   fo.allow_other = a.allow_other;
   fo.debug = a.debug;
-  auto mount = FuseMount::Mount(daemon->get(), fo);
+  auto mount = FuseMount::Mount(&(*daemon)->filesystem(), fo);
   if (!mount.ok()) {
     (*daemon)->Shutdown();
     ready(mount.status());

@@ -6,6 +6,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "backend/clock.h"
 #include "backend/store/store.h"
 #include "backend/trusted_dir.h"
 #include "mountd/catalog.h"

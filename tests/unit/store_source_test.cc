@@ -11,7 +11,7 @@
 #include <random>
 #include <vector>
 
-#include "mountd/tree.h"
+#include "fs/checkpoint_view.h"
 #include "tests/fakes/memory_object_store.h"
 
 namespace ckptfs {

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "backend/store/store.h"
+#include "fs/checkpoint_view.h"
 #include "mountd/source_factory.h"
-#include "mountd/tree.h"
 #include "tests/fakes/memory_object_store.h"
 
 namespace ckptfs {

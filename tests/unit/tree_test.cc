@@ -1,4 +1,4 @@
-#include "mountd/tree.h"
+#include "fs/tree.h"
 
 #include <gtest/gtest.h>
 

@@ -1,5 +1,10 @@
-// The data of a checkpoint as the tree serves it. Immutable once published:
-// the tree, open file handles and the export manager share it read-only.
+// The data of a checkpoint as the tree serves it, and what the tree renders
+// from it (info.json, <disk>.changes, SEEK_DATA/SEEK_HOLE). Immutable once
+// published: the tree, open file handles and the export manager share it
+// read-only.
+//
+// Thread safety: values shared read-only; the functions are pure (SeekImage
+// as thread-safe as the image's extents()).
 #pragma once
 
 #include <cstdint>
@@ -61,5 +66,13 @@ std::string CheckpointInfoJson(const CheckpointView& view);
 // no data follows `offset` (SEEK_DATA) or offset >= size.
 Result<uint64_t> SeekExtents(const std::vector<Extent>& extents, uint64_t size,
                              uint64_t offset, bool data);
+
+// SEEK_DATA / SEEK_HOLE (as SeekExtents) over an image that answers
+// extents() itself (a stored disk: its manifest). Asks for the extents of
+// a window from `offset` that doubles until the answer is in it, never for
+// the whole image: the cost follows the distance to the answer (in extents),
+// so `cp --sparse` stays linear on a large disk. A failed extents() is
+// kIoError.
+Result<uint64_t> SeekImage(ImageSource& image, uint64_t offset, bool data);
 
 }  // namespace ckptfs

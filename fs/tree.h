@@ -1,7 +1,8 @@
 // Tree: an immutable snapshot of the namespace (fuse-archive's Tree). The
-// daemon builds a new one from libvirt's domains, the live checkpoints and the
-// job ids whenever one of them changes, and publishes it with a shared_ptr
-// swap; FUSE ops read a snapshot and never lock the world.
+// daemon gathers libvirt's domains, the live and stored checkpoints and the
+// job ids whenever one of them changes; Namespace::Publish builds a new tree
+// from them and publishes it with a shared_ptr swap; FUSE ops read a
+// snapshot and never lock the world.
 //
 // Inode numbers stay stable for a path across snapshots (InodeTable).
 //
@@ -19,7 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "mountd/checkpoint.h"
+#include "fs/checkpoint_view.h"
 
 namespace ckptfs {
 
@@ -54,7 +55,7 @@ struct Node {
 // looked up by path in the current tree.
 //
 // REQUIRES: trees built with one table are published in the order they
-// were built (the daemon builds and publishes under one mutex).
+// were built (Namespace::Publish builds and publishes under one mutex).
 class InodeTable {
  public:
   size_t size() const;
@@ -100,14 +101,6 @@ class Tree {
 
 std::shared_ptr<const Tree> BuildTree(const TreeInput& input,
                                       InodeTable& inodes);
-
-// SEEK_DATA / SEEK_HOLE (as SeekExtents) over an image that answers
-// extents() itself (a stored disk: its manifest). Asks for the extents of
-// a window from `offset` that doubles until the answer is in it, never for
-// the whole image: the cost follows the distance to the answer (in extents),
-// so `cp --sparse` stays linear on a large disk. A failed extents() is
-// kIoError.
-Result<uint64_t> SeekImage(ImageSource& image, uint64_t offset, bool data);
 
 // The mount's README text.
 std::string ReadmeText();
