@@ -38,6 +38,20 @@ std::string FormatChanges(
   return out;
 }
 
+std::vector<std::pair<uint64_t, uint64_t>> DataRanges(
+    const std::vector<Extent>& extents) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (const Extent& e : extents) {
+    if (e.hole) continue;
+    if (!out.empty() && out.back().first + out.back().second == e.offset) {
+      out.back().second += e.length;
+    } else {
+      out.emplace_back(e.offset, e.length);
+    }
+  }
+  return out;
+}
+
 Result<uint64_t> SeekExtents(const std::vector<Extent>& extents, uint64_t size,
                              uint64_t offset, bool data) {
   if (offset >= size) return Status(Code::kOutOfRange, "offset beyond the end");

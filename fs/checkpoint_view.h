@@ -58,6 +58,11 @@ struct CheckpointView {
   std::vector<std::shared_ptr<const CheckpointDisk>> disks;
 };
 
+// The allocated (not hole) ranges of an allocation map, merged: the
+// `changed` of a disk exported or backed up without a base.
+std::vector<std::pair<uint64_t, uint64_t>> DataRanges(
+    const std::vector<Extent>& extents);
+
 // info.json of a checkpoint.
 std::string CheckpointInfoJson(const CheckpointView& view);
 

@@ -45,21 +45,6 @@ Status ExplainNoSpace(const Status& st) {
       "ckptfs gc) and retry");
 }
 
-// The allocated (not hole) ranges of a disk, merged.
-std::vector<std::pair<uint64_t, uint64_t>> DataRanges(
-    const std::vector<Extent>& extents) {
-  std::vector<std::pair<uint64_t, uint64_t>> out;
-  for (const Extent& e : extents) {
-    if (e.hole) continue;
-    if (!out.empty() && out.back().first + out.back().second == e.offset) {
-      out.back().second += e.length;
-    } else {
-      out.emplace_back(e.offset, e.length);
-    }
-  }
-  return out;
-}
-
 struct Task {
   size_t disk;
   uint64_t chunk;  // first chunk

@@ -8,75 +8,13 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 
 #include "backend/clock.h"
 #include "backend/trusted_dir.h"
-#include "backend/xml.h"
-#include "mountd/source_factory.h"
 
 namespace ckptfs {
 
 namespace fsys = std::filesystem;
-
-// Marks a domain busy for the life of the claim.
-class LiveExports::DomainClaim {
- public:
-  DomainClaim(LiveExports& owner, std::string domain)
-      : owner_(owner), domain_(std::move(domain)) {}
-  ~DomainClaim() {
-    if (held_) owner_.Unclaim(domain_);
-  }
-  Status Acquire() {
-    RETURN_IF_ERROR(owner_.Claim(domain_));
-    held_ = true;
-    return Status::Ok();
-  }
-
- private:
-  LiveExports& owner_;
-  std::string domain_;
-  bool held_ = false;
-};
-
-namespace {
-
-std::vector<std::pair<uint64_t, uint64_t>> DataRanges(
-    const std::vector<Extent>& extents) {
-  std::vector<std::pair<uint64_t, uint64_t>> out;
-  for (const auto& e : extents) {
-    if (e.hole) continue;
-    if (!out.empty() && out.back().first + out.back().second == e.offset) {
-      out.back().second += e.length;
-    } else {
-      out.emplace_back(e.offset, e.length);
-    }
-  }
-  return out;
-}
-
-bool Contains(const std::vector<std::string>& v, const std::string& s) {
-  return std::find(v.begin(), v.end(), s) != v.end();
-}
-
-}  // namespace
-
-std::vector<std::string> UnusableBitmaps(
-    LibvirtClient& libvirt, const std::string& domain, const CheckpointInfo& cp,
-    const std::vector<std::string>& disks) {
-  auto usable = libvirt.UsableBitmaps(domain, cp.name);
-  if (!usable.ok()) {
-    spdlog::warn("{}: cannot check the bitmaps of checkpoint {}: {}", domain,
-                 cp.name, usable.status().ToString());
-  }
-  std::vector<std::string> out;
-  for (const auto& d : disks) {
-    if (!Contains(cp.disks, d) || (usable.ok() && !Contains(*usable, d))) {
-      out.push_back(d);
-    }
-  }
-  return out;
-}
 
 LiveExports::LiveExports(LibvirtClient& libvirt, BlockCache& cache,
                          JobTable& jobs, ExportOptions options,
@@ -211,13 +149,7 @@ void LiveExports::RetryEnds() {
       auto it = ending_.find(domain);
       if (it == ending_.end() || it->second.view != live.view) continue;
     }
-    auto job = libvirt_.GetBackupJob(domain);
-    Status st;
-    if (job.ok() && job->has_value() && (*job)->socket == live.socket) {
-      st = libvirt_.AbortJob(domain);
-    } else if (!job.ok() && job.status().code() != Code::kNotFound) {
-      st = job.status();
-    }
+    Status st = AbortJobOf(domain, live);
     if (!st.ok()) {
       spdlog::debug("{}: export of {} not ended yet: {}", domain,
                     live.view->name, st.ToString());
@@ -232,289 +164,6 @@ void LiveExports::RetryEnds() {
     CleanDomainDir(live.dir);
     spdlog::info("{}: export of {} ended (deferred)", domain, live.view->name);
   }
-}
-
-Result<std::shared_ptr<const CheckpointView>> LiveExports::CreateCheckpoint(
-    const Request& req, const std::string& job_id, bool claimed) {
-  const std::string& domain = req.domain;
-  ASSIGN_OR_RETURN(DomainInfo dom, libvirt_.GetDomain(domain));
-  if (!dom.active) {
-    return InvalidArgument("domain " + domain +
-                           " is not running: a live checkpoint needs a "
-                           "running domain");
-  }
-  std::vector<DiskInfo> selected;
-  if (req.disks.empty()) {
-    for (const auto& d : dom.disks) {
-      if (CarriesCheckpoints(d)) selected.push_back(d);
-    }
-    if (selected.empty()) {
-      return InvalidArgument("domain " + domain + " has no qcow2 disk");
-    }
-  } else {
-    for (const auto& name : req.disks) {
-      auto it =
-          std::find_if(dom.disks.begin(), dom.disks.end(),
-                       [&](const DiskInfo& d) { return d.target == name; });
-      if (it == dom.disks.end()) {
-        std::string list;
-        for (const auto& d : dom.disks)
-          list += (list.empty() ? "" : ",") + d.target;
-        return NotFound("domain " + domain + " has no disk " + name +
-                        " (disks: " + list + ")");
-      }
-      if (!CarriesCheckpoints(*it)) {
-        return InvalidArgument("disk " + name + " of " + domain +
-                               " is not a writable qcow2 disk; only those "
-                               "carry checkpoints");
-      }
-      selected.push_back(*it);
-    }
-  }
-  std::vector<std::string> targets;
-  for (const auto& d : selected) targets.push_back(d.target);
-
-  DomainClaim claim(*this, domain);
-  if (!claimed) RETURN_IF_ERROR(claim.Acquire());
-
-  ASSIGN_OR_RETURN(std::vector<CheckpointInfo> cps,
-                   libvirt_.ListCheckpoints(domain));
-  auto exists = [&](const std::string& n) {
-    return std::any_of(cps.begin(), cps.end(),
-                       [&](const CheckpointInfo& c) { return c.name == n; });
-  };
-  std::string name = req.name;
-  if (name.empty()) {
-    const std::string stem = CompactTime(NowMs());
-    name = stem;
-    for (int i = 2; exists(name); ++i) name = stem + "-" + std::to_string(i);
-  } else if (exists(name)) {
-    return AlreadyExists("checkpoint " + name + " of " + domain +
-                         " already exists; choose another name=");
-  }
-
-  ASSIGN_OR_RETURN(std::optional<BackupJobInfo> running,
-                   libvirt_.GetBackupJob(domain));
-  Live old;
-  {
-    std::lock_guard lock(mu_);
-    auto it = live_.find(domain);
-    if (it != live_.end()) old = it->second;
-    // An export whose end was deferred is ended below as a stale one; the
-    // retry must not end the new job (same socket path).
-    ending_.erase(domain);
-  }
-  if (running && !IsOurSocket(running->socket)) {
-    return Busy("domain " + domain +
-                " has a backup job that ckptfs did not start; end it with "
-                "'virsh domjobabort " +
-                domain + "' first");
-  }
-
-  // From here on the request acts on libvirt.
-  jobs_.Update(job_id, [&](Job& j) {
-    j.state = "running";
-    j.started_ms = NowMs();
-    j.checkpoint = name;
-  });
-
-  if (old.view) {
-    spdlog::info("{}: ending export of {} before creating {}", domain,
-                 old.view->name, name);
-    RETURN_IF_ERROR(EndExport(domain, old));
-  } else if (running) {
-    spdlog::warn("{}: ending a stale export left by a previous daemon", domain);
-    RETURN_IF_ERROR(libvirt_.AbortJob(domain));
-  }
-
-  // Base: the newest checkpoint with a complete backup (its bitmap has
-  // recorded every write since), else the parent of the new checkpoint
-  // (libvirt's newest), when its bitmaps cover every selected disk; else a
-  // full export. Disks whose bitmap of the base libvirt cannot use (QEMU was
-  // killed, the bitmap was removed) are exported full: never a wrong
-  // incremental, and the other disks stay incremental.
-  BaseChoice choice;
-  if (req.mode != "full") {
-    if (choose_base_) choice = choose_base_(dom, targets, cps);
-    if (choice.checkpoint.empty() && !cps.empty()) {
-      const CheckpointInfo& parent = cps.back();
-      if (std::all_of(targets.begin(), targets.end(),
-                      [&](const std::string& t) {
-                        return Contains(parent.disks, t);
-                      })) {
-        choice.checkpoint = parent.name;
-        choice.full = UnusableBitmaps(libvirt_, domain, parent, targets);
-        if (choice.full.size() == targets.size()) choice = {};
-      }
-    }
-  }
-  std::string base = choice.checkpoint;
-  std::vector<std::string> full = choice.full;
-  if (!full.empty()) {
-    std::string list;
-    for (const auto& t : full) list += (list.empty() ? "" : ",") + t;
-    spdlog::warn(
-        "{}: bitmap of {} missing or inconsistent on {}: exporting {} full",
-        domain, base, list, full.size() == 1 ? "that disk" : "those disks");
-  }
-
-  const std::string dir = DomainDir(dom.uuid);
-  RETURN_IF_ERROR(PrepareDomainDir(dir));
-  const std::string socket = dir + "/nbd.sock";
-
-  auto backup_xml = [&](const std::string& incremental) {
-    XmlWriter w("domainbackup");
-    w.RootAttr("mode", "pull");
-    if (!incremental.empty()) w.Leaf("incremental", {}, incremental);
-    w.Leaf("server", {{"transport", "unix"}, {"socket", socket}});
-    w.Open("disks");
-    for (const auto& d : dom.disks) {
-      if (d.device != "disk") continue;
-      if (Contains(targets, d.target)) {
-        std::vector<std::pair<std::string, std::string>> attrs = {
-            {"name", d.target}, {"backup", "yes"}, {"type", "file"}};
-        if (!incremental.empty() && Contains(full, d.target)) {
-          attrs.emplace_back("backupmode", "full");
-        }
-        w.Open("disk", attrs);
-        w.Leaf("driver", {{"type", "qcow2"}});
-        w.Leaf("scratch", {{"file", dir + "/" + d.target + ".scratch"}});
-        w.Close();
-      } else {
-        w.Leaf("disk", {{"name", d.target}, {"backup", "no"}});
-      }
-    }
-    w.Close();
-    return w.ToString();
-  };
-  XmlWriter cw("domaincheckpoint");
-  cw.Leaf("name", {}, name);
-  cw.Leaf("description", {}, CheckpointDescription());
-  cw.Open("disks");
-  for (const auto& d : dom.disks) {
-    if (d.device != "disk") continue;
-    cw.Leaf("disk",
-            {{"name", d.target},
-             {"checkpoint", Contains(targets, d.target) ? "bitmap" : "no"}});
-  }
-  cw.Close();
-
-  Status begun = libvirt_.BeginBackup(domain, backup_xml(base), cw.ToString());
-  if (!begun.ok() && !base.empty() && req.mode == "incremental") {
-    // Asked for an incremental only: refuse rather than copy in full (the
-    // job did not begin, so nothing was created).
-    CleanDomainDir(dir);
-    return InvalidArgument(
-        "mode=incremental: libvirt refused an incremental "
-        "export from " +
-        base + " (" + begun.message() +
-        "); take a full backup (mode=full or auto)");
-  }
-  if (!begun.ok() && !base.empty()) {
-    // A base whose bitmap is missing or inconsistent must never give a wrong
-    // .changes: fall back to a full export and say so.
-    spdlog::warn("{}: incremental from {} refused ({}); exporting full", domain,
-                 base, begun.message());
-    base.clear();
-    full.clear();
-    begun = libvirt_.BeginBackup(domain, backup_xml(""), cw.ToString());
-  }
-  if (!begun.ok()) {
-    CleanDomainDir(dir);
-    return begun;
-  }
-  jobs_.Update(job_id, [&](Job& j) {
-    j.mode = base.empty() ? "full" : "incremental";
-    j.base = base;
-    j.full_disks = full;
-  });
-
-  // Everything below must end the job again on failure.
-  auto fail = [&](const Status& st) {
-    Status ab = libvirt_.AbortJob(domain);
-    if (!ab.ok()) spdlog::warn("{}: {}", domain, ab.ToString());
-    CleanDomainDir(dir);
-    return st;
-  };
-  auto job = libvirt_.GetBackupJob(domain);
-  if (!job.ok()) return fail(job.status());
-  if (!job->has_value())
-    return fail(IoError("backup job of " + domain + " vanished"));
-
-  auto view = std::make_shared<CheckpointView>();
-  view->domain = domain;
-  view->domain_uuid = dom.uuid;
-  view->name = name;
-  view->mode = base.empty() ? "full" : "incremental";
-  view->base = base;
-  // The base is this very checkpoint of libvirt's, not an older one of the
-  // same name: a backup takes unchanged chunks only from a backup of it.
-  for (const CheckpointInfo& cp : cps) {
-    if (cp.name != base) continue;
-    view->base_created = cp.creation_time;
-    view->base_nonce = cp.nonce;
-  }
-  auto info = libvirt_.GetCheckpoint(domain, name);
-  if (!info.ok()) return fail(info.status());
-  view->created = info->creation_time;
-  view->xml = info->xml;
-
-  uint64_t total = 0;
-  for (const auto& d : selected) {
-    const BackupJobInfo::Disk* jd = nullptr;
-    for (const auto& x : (*job)->disks) {
-      if (x.name == d.target) jd = &x;
-    }
-    const bool disk_full = base.empty() || Contains(full, d.target) ||
-                           (jd && jd->backupmode == "full");
-    NbdOptions no;
-    no.socket = socket;
-    no.export_name = jd ? jd->export_name : d.target;
-    if (!disk_full) {
-      no.dirty_bitmap = "qemu:dirty-bitmap:" + (jd && !jd->export_bitmap.empty()
-                                                    ? jd->export_bitmap
-                                                    : "backup-" + d.target);
-    }
-    no.connections = options_.nbd_connections;
-    no.timeout_ms = options_.nbd_timeout_ms;
-    auto src = OpenLiveDisk(no, cache_);
-    if (!src.ok()) return fail(src.status().Annotate(d.target));
-    auto disk = std::make_shared<CheckpointDisk>();
-    disk->target = d.target;
-    disk->source = d.source;
-    disk->size = src->nbd->size();
-    auto extents = src->nbd->extents(0, disk->size);
-    if (!extents.ok()) return fail(extents.status().Annotate(d.target));
-    disk->extents = std::move(extents).value();
-    for (const auto& e : disk->extents) {
-      if (!e.hole) disk->allocated += e.length;
-    }
-    disk->full = disk_full;
-    if (disk_full) {
-      disk->changed = DataRanges(disk->extents);
-    } else {
-      auto dirty = src->nbd->dirty_extents();
-      if (!dirty.ok()) return fail(dirty.status().Annotate(d.target));
-      disk->changed = std::move(dirty).value();
-    }
-    disk->changes = FormatChanges(disk->changed);
-    disk->image = src->image;
-    disk->raw = src->nbd;
-    total += disk->size;
-    view->disks.push_back(std::move(disk));
-  }
-  view->info_json = CheckpointInfoJson(*view);
-  jobs_.Update(job_id, [&](Job& j) { j.done = j.total = total; });
-
-  {
-    std::lock_guard lock(mu_);
-    live_[domain] = Live{view, socket, dir};
-  }
-  spdlog::info("{}: live checkpoint {} ({} disk(s), {}{})", domain, name,
-               view->disks.size(), view->mode,
-               base.empty() ? "" : " from " + base);
-  on_change_();
-  return std::shared_ptr<const CheckpointView>(view);
 }
 
 Status LiveExports::Release(const Request& req, const std::string& job_id) {
@@ -538,14 +187,19 @@ Status LiveExports::Release(const Request& req, const std::string& job_id) {
   return EndExport(domain, live);
 }
 
-Status LiveExports::EndExport(const std::string& domain, const Live& live) {
+Status LiveExports::AbortJobOf(const std::string& domain, const Live& live) {
   auto job = libvirt_.GetBackupJob(domain);
-  Status st;
   if (job.ok() && job->has_value() && (*job)->socket == live.socket) {
-    st = libvirt_.AbortJob(domain);
-  } else if (!job.ok() && job.status().code() != Code::kNotFound) {
-    st = job.status();
+    return libvirt_.AbortJob(domain);
   }
+  if (!job.ok() && job.status().code() != Code::kNotFound) {
+    return job.status();
+  }
+  return Status::Ok();
+}
+
+Status LiveExports::EndExport(const std::string& domain, const Live& live) {
+  Status st = AbortJobOf(domain, live);
   if (!st.ok()) {
     spdlog::error("{}: cannot end export of {}: {}", domain, live.view->name,
                   st.ToString());

@@ -119,8 +119,62 @@ class LiveExports {
     std::string socket;
     std::string dir;
   };
-  class DomainClaim;
+  // Marks a domain busy for the life of the claim.
+  class DomainClaim {
+   public:
+    DomainClaim(LiveExports& owner, std::string domain)
+        : owner_(owner), domain_(std::move(domain)) {}
+    ~DomainClaim() {
+      if (held_) owner_.Unclaim(domain_);
+    }
+    Status Acquire() {
+      RETURN_IF_ERROR(owner_.Claim(domain_));
+      held_ = true;
+      return Status::Ok();
+    }
 
+   private:
+    LiveExports& owner_;
+    std::string domain_;
+    bool held_ = false;
+  };
+  // A checkpoint being created (export_steps.cc), filled in step by step.
+  struct NewExport {
+    std::string domain;  // as the request names it
+    DomainInfo dom;
+    std::vector<DiskInfo> selected;  // the disks to export
+    std::vector<std::string> targets;
+    std::vector<CheckpointInfo> cps;  // libvirt's, oldest first
+    std::string name;
+    // The base and its full disks; cleared when libvirt refused the
+    // incremental and the export fell back to full.
+    BaseChoice base;
+    std::string dir, socket;
+  };
+
+  // The steps of CreateCheckpoint, in order (export_steps.cc).
+  Result<NewExport> SelectDisks(const Request& req);
+  Result<std::string> NameFor(const Request& req,
+                              const std::vector<CheckpointInfo>& cps);
+  // Refuses a job ckptfs did not start, marks the job running, then ends
+  // the domain's export (ours, or one a previous daemon left).
+  Status TakeOver(const std::string& domain, const std::string& job_id,
+                  const std::string& name);
+  BaseChoice PlanBase(const Request& req, const NewExport& x);
+  // Prepares RUN/<uuid> and begins the backup job with the new checkpoint.
+  Status Begin(const Request& req, NewExport& x);
+  // Connects to the export and reads its allocation and dirty maps.
+  // REQUIRES: Begin succeeded; the caller ends the job on failure.
+  Result<std::shared_ptr<CheckpointView>> OpenExport(const NewExport& x);
+  Result<std::shared_ptr<CheckpointDisk>> OpenDisk(const NewExport& x,
+                                                   const DiskInfo& d,
+                                                   const BackupJobInfo& job);
+  // Ends the job Begin began (a later step failed) and returns `st`.
+  Status Undo(const NewExport& x, const Status& st);
+
+  // Ends the domain's backup job if it is the one `live` reads (OK if it
+  // is gone already).
+  Status AbortJobOf(const std::string& domain, const Live& live);
   Status EndExport(const std::string& domain, const Live& live);
   // RUN/<uuid>, opened without following symlinks (created if `create`).
   Result<UniqueFd> OpenDomainDir(const std::string& dir, bool create) const;
