@@ -106,11 +106,35 @@ Status ReadTask(Store& store, const Task& task, const CheckpointDisk& disk,
 
 }  // namespace
 
+struct BackupRunner::Work {
+  Work(const CheckpointView& v, uint64_t chunk_size)
+      : view(v),
+        cs(chunk_size),
+        manifests(v.disks.size()),
+        bytes_read(v.disks.size(), 0) {}
+
+  const CheckpointView& view;
+  const uint64_t cs;
+  BackupRecord record;
+  std::vector<Manifest> manifests;
+  std::vector<Task> tasks;
+  uint64_t total = 0;  // bytes the tasks read from the export
+  // This job's chunk writes, made durable and visible together; nothing of
+  // another job's commits with them, nor fails with them.
+  std::unique_ptr<ObjectStore::Batch> batch;
+  // The copy's progress, shared by its threads.
+  std::atomic<size_t> next{0};
+  std::atomic<uint64_t> done{0};
+  std::mutex mu;
+  Status first_error;                // guarded by mu
+  std::vector<uint64_t> bytes_read;  // per disk; guarded by mu
+};
+
 Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
                                        const std::atomic<bool>& cancel) {
   const CheckpointView& view = *plan.view;
-  const uint64_t cs = store_.chunk_size();
-  BackupRecord record;
+  Work w(view, store_.chunk_size());
+  BackupRecord& record = w.record;
   record.id = BackupId(view.domain_uuid, view.name);
   record.domain = view.domain;
   record.domain_uuid = view.domain_uuid;
@@ -123,188 +147,214 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
   // by an attempt that did not complete) fails before anything is written.
   RETURN_IF_ERROR(store_.CheckNameFree(record.domain_uuid, record.checkpoint));
 
-  // Plan every disk: which chunks to read, which come from the base.
-  std::vector<Manifest> manifests(view.disks.size());
-  std::vector<Task> tasks;
-  uint64_t total = 0;
   for (size_t d = 0; d < view.disks.size(); ++d) {
-    const CheckpointDisk& disk = *view.disks[d];
-    Manifest& m = manifests[d];
-    m.backup_id = record.id;
-    m.disk = disk.target;
-    m.size = disk.size;
-    m.chunk_size = static_cast<uint32_t>(cs);
-    const uint64_t n = (disk.size + cs - 1) / cs;
-    m.chunks.assign(n, ChunkRef{});
-    std::optional<Manifest> base_manifest;
-    // A disk exported full in an incremental checkpoint (its bitmap of the
-    // base was unusable) is copied in full: nothing comes from the base.
-    if (plan.base && !disk.full) {
-      for (const auto& bd : plan.base->disks) {
-        if (bd.name != disk.target) continue;
-        auto bm = store_.GetManifest(*plan.base, disk.target);
-        if (!bm.ok()) {
-          spdlog::warn("{}: base {}: {}", record.domain, plan.base->id,
-                       bm.status().ToString());
-          continue;
-        }
-        if (bm->size == disk.size && bm->chunk_size == cs) {
-          base_manifest = std::move(bm).value();
-        }
-      }
-      if (!base_manifest) {
-        // No usable manifest in the base (damaged, resized disk): copy the
-        // disk in full rather than fail this and every later backup.
-        spdlog::warn(
-            "{}: disk {} has no usable manifest in base {}: copying "
-            "it in full",
-            record.domain, disk.target, plan.base->id);
-        jobs_.Update(plan.job_id,
-                     [&](Job& j) { j.full_disks.push_back(disk.target); });
-      }
-    }
-    BackupDisk bd;
-    bd.name = disk.target;
-    bd.size = disk.size;
-    bd.source = disk.source;
-    // Without a base the record lists the allocation, also when the
-    // checkpoint was exported relative to a checkpoint that has no backup
-    // (the parent rule): .changes is always relative to the record's base.
-    bd.changes =
-        plan.base || disk.full ? disk.changed : DataRanges(disk.extents);
-    record.disks.push_back(std::move(bd));
-    for (uint64_t i = 0; i < n; ++i) {
-      const uint64_t begin = i * cs;
-      const uint64_t end = std::min(disk.size, begin + cs);
-      if (base_manifest && !Overlaps(disk.changed, begin, end)) {
-        const ChunkRef& ref = base_manifest->chunks[i];
-        // Touch what we reuse: gc keeps chunks touched since the oldest
-        // running backup began. One that is gone (gc ran after a prune of
-        // the base) is simply read again from the export.
-        if (ref.zero) {
-          m.chunks[i] = ref;
-          continue;
-        }
-        ASSIGN_OR_RETURN(bool present, store_.TouchChunk(ref.hash));
-        if (present) {
-          m.chunks[i] = ref;
-          continue;
-        }
-      }
-      if (AllZero(disk.extents, begin, end)) {
-        m.chunks[i].zero = true;
-        continue;
-      }
-      // A partly dirty chunk of an incremental: read only its dirty ranges
-      // and take the rest from the base's chunk, so the job reads exactly
-      // the dirty bytes (a 64 KiB write costs 64 KiB, not a whole chunk).
-      if (base_manifest) {
-        auto dirty = Clip(disk.changed, begin, end);
-        uint64_t dirty_bytes = 0;
-        for (const auto& r : dirty) dirty_bytes += r.second;
-        if (dirty_bytes > 0 && dirty_bytes < end - begin) {
-          tasks.push_back(
-              {d, i, 1, std::move(dirty), base_manifest->chunks[i]});
-          total += dirty_bytes;
-          continue;
-        }
-      }
-      if (!tasks.empty() && tasks.back().disk == d &&
-          tasks.back().dirty.empty() &&
-          tasks.back().chunk + tasks.back().count == i &&
-          (tasks.back().count + 1) * cs <= kReadBytes) {
-        ++tasks.back().count;
-      } else {
-        tasks.push_back({d, i, 1});
-      }
-      total += end - begin;
-    }
+    RETURN_IF_ERROR(PlanDisk(plan, d, w));
   }
   jobs_.Update(plan.job_id, [&](Job& j) {
     j.done = 0;
-    j.total = total;
+    j.total = w.total;
   });
+  RETURN_IF_ERROR(Copy(plan, w, cancel));
+  jobs_.Update(plan.job_id, [&](Job& j) { j.done = w.total; });
+  return Commit(w);
+}
 
-  // Copy: every thread takes the next run of chunks, reads it from the
-  // export, and hashes, compresses and stores each chunk.
-  std::atomic<size_t> next{0};
-  std::atomic<uint64_t> done{0};
-  std::mutex mu;
-  Status first_error;  // guarded by mu
-  std::vector<uint64_t> bytes_read(view.disks.size(), 0);
-  // This job's chunk writes, made durable and visible together; nothing of
-  // another job's commits with them, nor fails with them.
-  const std::unique_ptr<ObjectStore::Batch> batch = store_.NewBatch();
-  auto worker = [&] {
-    std::vector<std::byte> buf(std::max(cs, kReadBytes));
-    for (;;) {
-      const size_t t = next.fetch_add(1);
-      if (t >= tasks.size()) return;
-      {
-        std::lock_guard lock(mu);
-        if (!first_error.ok()) return;
-      }
-      if (cancel.load()) {
-        std::lock_guard lock(mu);
-        if (first_error.ok()) {
-          first_error = Status(Code::kCancelled, "backup cancelled");
-        }
-        return;
-      }
-      const Task& task = tasks[t];
-      const CheckpointDisk& disk = *view.disks[task.disk];
-      const uint64_t begin = task.chunk * cs;
-      const uint64_t len = std::min(disk.size, begin + task.count * cs) - begin;
-      uint64_t at = begin;  // where a failure happened
-      uint64_t from_export = 0;
-      Status st = ReadTask(store_, task, disk, std::span(buf.data(), len),
-                           begin, &from_export);
-      for (uint64_t c = 0; st.ok() && c < task.count; ++c) {
-        const uint64_t off = c * cs;
-        Result<ChunkRef> ref = store_.PutChunk(
-            std::span(buf.data() + off, std::min(cs, len - off)), nullptr,
-            batch.get());
-        if (ref.ok()) {
-          manifests[task.disk].chunks[task.chunk + c] = *ref;
-        } else {
-          st = ref.status();
-          at = begin + off;
-        }
-      }
-      if (!st.ok()) {
-        std::lock_guard lock(mu);
-        if (first_error.ok()) {
-          first_error = st.Annotate(disk.target + " at " + std::to_string(at));
-        }
-        return;
-      }
-      const uint64_t now = done.fetch_add(from_export) + from_export;
-      {
-        std::lock_guard lock(mu);
-        bytes_read[task.disk] += from_export;
-      }
-      // Progress in the job record, every 16 runs or so.
-      if (t % 16 == 0 || now >= total) {
-        jobs_.Update(plan.job_id, [&](Job& j) {
-          j.done = std::max(j.done, std::min(now, total));
-        });
-      }
+Status BackupRunner::PlanDisk(const BackupPlan& plan, size_t d, Work& w) {
+  const CheckpointDisk& disk = *w.view.disks[d];
+  const uint64_t cs = w.cs;
+  Manifest& m = w.manifests[d];
+  m.backup_id = w.record.id;
+  m.disk = disk.target;
+  m.size = disk.size;
+  m.chunk_size = static_cast<uint32_t>(cs);
+  const uint64_t n = (disk.size + cs - 1) / cs;
+  m.chunks.assign(n, ChunkRef{});
+  // A disk exported full in an incremental checkpoint (its bitmap of the
+  // base was unusable) is copied in full: nothing comes from the base.
+  std::optional<Manifest> base_manifest;
+  if (plan.base && !disk.full) {
+    base_manifest = BaseManifest(plan, disk);
+    if (!base_manifest) {
+      jobs_.Update(plan.job_id,
+                   [&](Job& j) { j.full_disks.push_back(disk.target); });
     }
-  };
+  }
+  BackupDisk bd;
+  bd.name = disk.target;
+  bd.size = disk.size;
+  bd.source = disk.source;
+  // Without a base the record lists the allocation, also when the
+  // checkpoint was exported relative to a checkpoint that has no backup
+  // (the parent rule): .changes is always relative to the record's base.
+  bd.changes = plan.base || disk.full ? disk.changed : DataRanges(disk.extents);
+  w.record.disks.push_back(std::move(bd));
+  const Manifest* base = base_manifest ? &*base_manifest : nullptr;
+  for (uint64_t i = 0; i < n; ++i) RETURN_IF_ERROR(PlanChunk(d, i, base, w));
+  return Status::Ok();
+}
+
+std::optional<Manifest> BackupRunner::BaseManifest(const BackupPlan& plan,
+                                                   const CheckpointDisk& disk) {
+  const uint64_t cs = store_.chunk_size();
+  std::optional<Manifest> base_manifest;
+  for (const auto& bd : plan.base->disks) {
+    if (bd.name != disk.target) continue;
+    auto bm = store_.GetManifest(*plan.base, disk.target);
+    if (!bm.ok()) {
+      spdlog::warn("{}: base {}: {}", plan.view->domain, plan.base->id,
+                   bm.status().ToString());
+      continue;
+    }
+    if (bm->size == disk.size && bm->chunk_size == cs) {
+      base_manifest = std::move(bm).value();
+    }
+  }
+  if (!base_manifest) {
+    // No usable manifest in the base (damaged, resized disk): copy the
+    // disk in full rather than fail this and every later backup.
+    spdlog::warn(
+        "{}: disk {} has no usable manifest in base {}: copying "
+        "it in full",
+        plan.view->domain, disk.target, plan.base->id);
+  }
+  return base_manifest;
+}
+
+Status BackupRunner::PlanChunk(size_t d, uint64_t i, const Manifest* base,
+                               Work& w) {
+  const CheckpointDisk& disk = *w.view.disks[d];
+  const uint64_t cs = w.cs;
+  Manifest& m = w.manifests[d];
+  std::vector<Task>& tasks = w.tasks;
+  const uint64_t begin = i * cs;
+  const uint64_t end = std::min(disk.size, begin + cs);
+  if (base && !Overlaps(disk.changed, begin, end)) {
+    const ChunkRef& ref = base->chunks[i];
+    // Touch what we reuse: gc keeps chunks touched since the oldest
+    // running backup began. One that is gone (gc ran after a prune of
+    // the base) is simply read again from the export.
+    if (ref.zero) {
+      m.chunks[i] = ref;
+      return Status::Ok();
+    }
+    ASSIGN_OR_RETURN(bool present, store_.TouchChunk(ref.hash));
+    if (present) {
+      m.chunks[i] = ref;
+      return Status::Ok();
+    }
+  }
+  if (AllZero(disk.extents, begin, end)) {
+    m.chunks[i].zero = true;
+    return Status::Ok();
+  }
+  // A partly dirty chunk of an incremental: read only its dirty ranges
+  // and take the rest from the base's chunk, so the job reads exactly
+  // the dirty bytes (a 64 KiB write costs 64 KiB, not a whole chunk).
+  if (base) {
+    auto dirty = Clip(disk.changed, begin, end);
+    uint64_t dirty_bytes = 0;
+    for (const auto& r : dirty) dirty_bytes += r.second;
+    if (dirty_bytes > 0 && dirty_bytes < end - begin) {
+      tasks.push_back({d, i, 1, std::move(dirty), base->chunks[i]});
+      w.total += dirty_bytes;
+      return Status::Ok();
+    }
+  }
+  if (!tasks.empty() && tasks.back().disk == d && tasks.back().dirty.empty() &&
+      tasks.back().chunk + tasks.back().count == i &&
+      (tasks.back().count + 1) * cs <= kReadBytes) {
+    ++tasks.back().count;
+  } else {
+    tasks.push_back({d, i, 1});
+  }
+  w.total += end - begin;
+  return Status::Ok();
+}
+
+Status BackupRunner::Copy(const BackupPlan& plan, Work& w,
+                          const std::atomic<bool>& cancel) {
+  // Every thread takes the next run of chunks, reads it from the export,
+  // and hashes, compresses and stores each chunk.
+  w.batch = store_.NewBatch();
   std::vector<std::thread> pool;
   const unsigned n = std::max(1u, threads_);
-  for (unsigned i = 0; i < n; ++i) pool.emplace_back(worker);
+  for (unsigned i = 0; i < n; ++i) {
+    pool.emplace_back([&] { CopyTasks(plan, w, cancel); });
+  }
   for (auto& th : pool) th.join();
   // A failed job's chunks are dropped with its batch: nothing names them.
-  if (!first_error.ok()) return ExplainNoSpace(first_error);
-  jobs_.Update(plan.job_id, [&](Job& j) { j.done = total; });
+  std::lock_guard lock(w.mu);
+  return ExplainNoSpace(w.first_error);
+}
 
+void BackupRunner::CopyTasks(const BackupPlan& plan, Work& w,
+                             const std::atomic<bool>& cancel) {
+  const uint64_t cs = w.cs;
+  std::vector<std::byte> buf(std::max(cs, kReadBytes));
+  for (;;) {
+    const size_t t = w.next.fetch_add(1);
+    if (t >= w.tasks.size()) return;
+    {
+      std::lock_guard lock(w.mu);
+      if (!w.first_error.ok()) return;
+    }
+    if (cancel.load()) {
+      std::lock_guard lock(w.mu);
+      if (w.first_error.ok()) {
+        w.first_error = Status(Code::kCancelled, "backup cancelled");
+      }
+      return;
+    }
+    const Task& task = w.tasks[t];
+    const CheckpointDisk& disk = *w.view.disks[task.disk];
+    const uint64_t begin = task.chunk * cs;
+    const uint64_t len = std::min(disk.size, begin + task.count * cs) - begin;
+    uint64_t at = begin;  // where a failure happened
+    uint64_t from_export = 0;
+    Status st = ReadTask(store_, task, disk, std::span(buf.data(), len), begin,
+                         &from_export);
+    for (uint64_t c = 0; st.ok() && c < task.count; ++c) {
+      const uint64_t off = c * cs;
+      Result<ChunkRef> ref =
+          store_.PutChunk(std::span(buf.data() + off, std::min(cs, len - off)),
+                          nullptr, w.batch.get());
+      if (ref.ok()) {
+        w.manifests[task.disk].chunks[task.chunk + c] = *ref;
+      } else {
+        st = ref.status();
+        at = begin + off;
+      }
+    }
+    if (!st.ok()) {
+      std::lock_guard lock(w.mu);
+      if (w.first_error.ok()) {
+        w.first_error = st.Annotate(disk.target + " at " + std::to_string(at));
+      }
+      return;
+    }
+    const uint64_t now = w.done.fetch_add(from_export) + from_export;
+    {
+      std::lock_guard lock(w.mu);
+      w.bytes_read[task.disk] += from_export;
+    }
+    // Progress in the job record, every 16 runs or so.
+    if (t % 16 == 0 || now >= w.total) {
+      jobs_.Update(plan.job_id, [&](Job& j) {
+        j.done = std::max(j.done, std::min(now, w.total));
+      });
+    }
+  }
+}
+
+Result<BackupRecord> BackupRunner::Commit(Work& w) {
+  const uint64_t cs = w.cs;
+  BackupRecord& record = w.record;
   // Durable in order: chunks (one commit for this job's), manifests, then
   // the record, then the catalog row. Every chunk a manifest names is then
   // durable: this job's by the commit, the reused ones were durable when
   // found (only committed objects are visible) and touched, so gc keeps
   // them (see Store::CollectGarbage).
-  RETURN_IF_ERROR(ExplainNoSpace(batch->Commit()));
+  RETURN_IF_ERROR(ExplainNoSpace(w.batch->Commit()));
   // A failure from here on takes back what this job wrote, and only that: a
   // failed job leaves no manifests (they would pin chunks against gc) and no
   // record (a failed backup is never served nor a base).
@@ -315,25 +365,26 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
     if (!ds.ok()) spdlog::warn("{}: {}", record.id, ds.ToString());
     return ExplainNoSpace(st);
   };
-  for (size_t d = 0; d < manifests.size(); ++d) {
+  for (size_t d = 0; d < w.manifests.size(); ++d) {
+    const Manifest& m = w.manifests[d];
     uint64_t allocated = 0;
-    for (uint64_t i = 0; i < manifests[d].chunks.size(); ++i) {
-      if (!manifests[d].chunks[i].zero) {
-        allocated += std::min<uint64_t>(cs, manifests[d].size - i * cs);
+    for (uint64_t i = 0; i < m.chunks.size(); ++i) {
+      if (!m.chunks[i].zero) {
+        allocated += std::min<uint64_t>(cs, m.size - i * cs);
       }
     }
     record.disks[d].allocated = allocated;
-    record.disks[d].bytes_read = bytes_read[d];
-    Status ms = store_.PutManifest(record, manifests[d]);
+    record.disks[d].bytes_read = w.bytes_read[d];
+    Status ms = store_.PutManifest(record, m);
     if (!ms.ok()) return undo(ms);
-    written.push_back(manifests[d].disk);
+    written.push_back(m.disk);
   }
   record.completed = NowMs() / 1000;
   if (Status ps = store_.PutBackup(record); !ps.ok()) return undo(ps);
   record_written = true;
   if (Status as = catalog_.AddBackup(record); !as.ok()) return undo(as);
   spdlog::info("{}: backup {} complete ({}, {} bytes read)", record.domain,
-               record.checkpoint, record.mode, total);
+               record.checkpoint, record.mode, w.total);
   return record;
 }
 

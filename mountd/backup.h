@@ -35,10 +35,27 @@ class BackupRunner {
                unsigned threads = 4)
       : store_(store), catalog_(catalog), jobs_(jobs), threads_(threads) {}
 
+  // Plan -> copy -> commit: the record of the complete backup, or the
+  // first error (nothing of this job left in the store).
   Result<BackupRecord> Run(const BackupPlan& plan,
                            const std::atomic<bool>& cancel);
 
  private:
+  struct Work;  // one Run's plan and progress (backup.cc)
+
+  // Plan: which chunks of disk `d` to read, which come from the base.
+  Status PlanDisk(const BackupPlan& plan, size_t d, Work& w);
+  std::optional<Manifest> BaseManifest(const BackupPlan& plan,
+                                       const CheckpointDisk& disk);
+  Status PlanChunk(size_t d, uint64_t i, const Manifest* base, Work& w);
+  // Copy: a pool of threads runs the tasks; the first error stops them.
+  Status Copy(const BackupPlan& plan, Work& w, const std::atomic<bool>& cancel);
+  void CopyTasks(const BackupPlan& plan, Work& w,
+                 const std::atomic<bool>& cancel);
+  // Commit: chunks, manifests, record, catalog row, in that order; a
+  // failure takes back what this job wrote.
+  Result<BackupRecord> Commit(Work& w);
+
   Store& store_;
   Catalog& catalog_;
   JobTable& jobs_;
