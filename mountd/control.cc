@@ -136,7 +136,10 @@ std::string SanitizeForRecord(std::string_view line) {
   return out;
 }
 
-Result<Request> ParseRequest(RequestKind kind, std::string_view line) {
+namespace {
+
+// The line without its ending, if it is one line of UTF-8 text.
+Result<std::string_view> CheckLine(std::string_view line) {
   if (line.size() > kMaxRequestBytes) {
     return InvalidArgument("request longer than " +
                            std::to_string(kMaxRequestBytes) + " bytes");
@@ -158,6 +161,89 @@ Result<Request> ParseRequest(RequestKind kind, std::string_view line) {
   if (!IsUtf8(line)) {
     return InvalidArgument("request is not UTF-8 text");
   }
+  return line;
+}
+
+std::set<std::string, std::less<>> KnownKeys(RequestKind kind) {
+  switch (kind) {
+    case RequestKind::kCheckpoint:
+      return {"name", "disks"};
+    case RequestKind::kBackup:
+      return {"name", "checkpoint", "mode"};
+    case RequestKind::kRelease:
+      break;
+  }
+  return {};
+}
+
+// disks=vda,vdb: valid names, none twice.
+Status ParseDisks(std::string_view value, std::vector<std::string>* disks) {
+  std::set<std::string, std::less<>> uniq;
+  size_t start = 0;
+  while (start <= value.size()) {
+    size_t comma = value.find(',', start);
+    if (comma == std::string_view::npos) comma = value.size();
+    std::string_view disk = value.substr(start, comma - start);
+    RETURN_IF_ERROR(ValidateDiskName(disk));
+    if (!uniq.insert(std::string(disk)).second) {
+      return InvalidArgument("disk '" + std::string(disk) + "' listed twice");
+    }
+    disks->emplace_back(disk);
+    start = comma + 1;
+  }
+  return Status::Ok();
+}
+
+// One key=value word. REQUIRES: `key` is known for the request's kind.
+Status SetValue(const std::string& key, std::string_view value, Request* req) {
+  if (value.empty()) return InvalidArgument("empty value for " + key);
+  if (key == "name") {
+    req->name = value;
+  } else if (key == "checkpoint") {
+    req->checkpoint = value;
+  } else if (key == "mode") {
+    if (value != "auto" && value != "full" && value != "incremental") {
+      return InvalidArgument("mode must be auto, full or incremental");
+    }
+    req->mode = value;
+  } else if (key == "disks") {
+    return ParseDisks(value, &req->disks);
+  }
+  return Status::Ok();
+}
+
+// The positional words (DOMAIN, and CHECKPOINT for a release), then the
+// names' own rules.
+Status SetPositional(const std::vector<std::string_view>& positional,
+                     Request* req) {
+  const RequestKind kind = req->kind;
+  size_t want = kind == RequestKind::kRelease ? 2 : 1;
+  if (positional.size() < want) {
+    return InvalidArgument(kind == RequestKind::kRelease
+                               ? "usage: DOMAIN CHECKPOINT"
+                               : "missing domain name");
+  }
+  if (positional.size() > want) {
+    return InvalidArgument("unexpected word '" +
+                           SanitizeForRecord(positional[want]) + "'");
+  }
+  req->domain = positional[0];
+  RETURN_IF_ERROR(ValidateDomainName(req->domain));
+  if (kind == RequestKind::kRelease) req->checkpoint = positional[1];
+  if (!req->name.empty()) RETURN_IF_ERROR(ValidateCheckpointName(req->name));
+  if (!req->checkpoint.empty()) {
+    RETURN_IF_ERROR(ValidateCheckpointName(req->checkpoint));
+  }
+  if (!req->name.empty() && !req->checkpoint.empty()) {
+    return InvalidArgument("give either name= or checkpoint=, not both");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<Request> ParseRequest(RequestKind kind, std::string_view raw) {
+  ASSIGN_OR_RETURN(std::string_view line, CheckLine(raw));
   std::vector<std::string_view> words = SplitWords(line);
   if (words.empty()) {
     return InvalidArgument("empty request: write 'DOMAIN [key=value ...]'");
@@ -167,17 +253,7 @@ Result<Request> ParseRequest(RequestKind kind, std::string_view line) {
   req.kind = kind;
   std::vector<std::string_view> positional;
   std::set<std::string, std::less<>> seen;
-  std::set<std::string, std::less<>> known;
-  switch (kind) {
-    case RequestKind::kCheckpoint:
-      known = {"name", "disks"};
-      break;
-    case RequestKind::kBackup:
-      known = {"name", "checkpoint", "mode"};
-      break;
-    case RequestKind::kRelease:
-      break;
-  }
+  const std::set<std::string, std::less<>> known = KnownKeys(kind);
   for (std::string_view w : words) {
     size_t eq = w.find('=');
     if (eq == std::string_view::npos) {
@@ -189,7 +265,6 @@ Result<Request> ParseRequest(RequestKind kind, std::string_view line) {
       continue;
     }
     std::string key(w.substr(0, eq));
-    std::string_view value = w.substr(eq + 1);
     if (!known.count(key)) {
       std::string list;
       for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
@@ -201,54 +276,9 @@ Result<Request> ParseRequest(RequestKind kind, std::string_view line) {
     if (!seen.insert(key).second) {
       return InvalidArgument("key '" + key + "' given twice");
     }
-    if (value.empty()) return InvalidArgument("empty value for " + key);
-    if (key == "name") {
-      req.name = value;
-    } else if (key == "checkpoint") {
-      req.checkpoint = value;
-    } else if (key == "mode") {
-      if (value != "auto" && value != "full" && value != "incremental") {
-        return InvalidArgument("mode must be auto, full or incremental");
-      }
-      req.mode = value;
-    } else if (key == "disks") {
-      std::set<std::string, std::less<>> uniq;
-      size_t start = 0;
-      while (start <= value.size()) {
-        size_t comma = value.find(',', start);
-        if (comma == std::string_view::npos) comma = value.size();
-        std::string_view disk = value.substr(start, comma - start);
-        RETURN_IF_ERROR(ValidateDiskName(disk));
-        if (!uniq.insert(std::string(disk)).second) {
-          return InvalidArgument("disk '" + std::string(disk) +
-                                 "' listed twice");
-        }
-        req.disks.emplace_back(disk);
-        start = comma + 1;
-      }
-    }
+    RETURN_IF_ERROR(SetValue(key, w.substr(eq + 1), &req));
   }
-
-  size_t want = kind == RequestKind::kRelease ? 2 : 1;
-  if (positional.size() < want) {
-    return InvalidArgument(kind == RequestKind::kRelease
-                               ? "usage: DOMAIN CHECKPOINT"
-                               : "missing domain name");
-  }
-  if (positional.size() > want) {
-    return InvalidArgument("unexpected word '" +
-                           SanitizeForRecord(positional[want]) + "'");
-  }
-  req.domain = positional[0];
-  RETURN_IF_ERROR(ValidateDomainName(req.domain));
-  if (kind == RequestKind::kRelease) req.checkpoint = positional[1];
-  if (!req.name.empty()) RETURN_IF_ERROR(ValidateCheckpointName(req.name));
-  if (!req.checkpoint.empty()) {
-    RETURN_IF_ERROR(ValidateCheckpointName(req.checkpoint));
-  }
-  if (!req.name.empty() && !req.checkpoint.empty()) {
-    return InvalidArgument("give either name= or checkpoint=, not both");
-  }
+  RETURN_IF_ERROR(SetPositional(positional, &req));
   return req;
 }
 
