@@ -21,6 +21,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "backend/store/serialize.h"
+#include "backend/store/store.h"
 #include "backend/trusted_dir.h"
 #include "cache/block_cache.h"
 #include "fs/fuse_mount.h"
@@ -411,6 +413,16 @@ int CmdJobs(const std::string& mount_opt, bool json) {
   return 0;
 }
 
+// `ckptfs --version`: the release, and the store formats this build reads
+// and writes (a store or object of another version is refused, so a tool
+// reading a store can tell which ckptfs it needs).
+std::string VersionText() {
+  return std::string("ckptfs ") + CKPTFS_VERSION + "\nstore format " +
+         std::to_string(kStoreFormat) + " (manifest version " +
+         std::to_string(kManifestVersion) + ", backup record format " +
+         std::to_string(kBackupRecordFormat) + "): reads and writes";
+}
+
 }  // namespace
 }  // namespace ckptfs
 
@@ -419,7 +431,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "ckptfs: libvirt domains, checkpoints and disks as read-only "
       "raw image files"};
-  app.set_version_flag("--version", CKPTFS_VERSION);
+  app.set_version_flag("--version", VersionText,
+                       "print the version and the store formats");
   app.require_subcommand(1);
 
   MountArgs ma;
