@@ -21,6 +21,7 @@
 #include "mountd/cli.h"
 #include "mountd/daemon.h"
 #include "mountd/log.h"
+#include "mountd/service_notify.h"
 #include "version.h"
 
 // LeakSanitizer's check, defined only in sanitizer builds (a weak reference
@@ -129,12 +130,16 @@ int Serve(const MountArgs& a, const std::function<void(const Status&)>& ready) {
   spdlog::info("ckptfs {} mounted on {} (libvirt {}, run dir {})",
                CKPTFS_VERSION, a.mountpoint, a.connect, a.run_dir);
   ready(Status::Ok());
+  ServiceNotifier notifier;
+  notifier.NotifyWhenServing(a.mountpoint);
   Status st = (*mount)->Run();
   // Unmounted or signalled: end every export before the mount goes, so no
   // backup job outlives the daemon.
+  notifier.Stopping();
   spdlog::info("shutting down: ending live exports");
   (*daemon)->Shutdown();
   mount->reset();
+  notifier.Join();
   daemon->reset();
   spdlog::info("ckptfs on {} stopped", a.mountpoint);
   return st.ok() ? 0 : 1;
