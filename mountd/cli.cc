@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <optional>
 #include <sstream>
 #include <vector>
@@ -16,6 +17,11 @@
 #include "backend/trusted_dir.h"
 
 namespace ckptfs {
+
+int ReportError(const Status& st) {
+  std::cerr << "ckptfs: " << st.message() << "\n";
+  return 1;
+}
 
 Result<uint64_t> ParseSize(const std::string& text) {
   if (text.empty()) return InvalidArgument("empty size");

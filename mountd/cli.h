@@ -9,6 +9,10 @@
 
 namespace ckptfs {
 
+// Prints `st` as the one line of a failed command ("ckptfs: MESSAGE" on
+// stderr); returns the exit status of a failure, 1.
+int ReportError(const Status& st);
+
 // "256M", "1G", "65536", "512K" (binary units) -> bytes.
 Result<uint64_t> ParseSize(const std::string& text);
 

@@ -11,7 +11,10 @@ PACKAGES=(
   cmake g++ make pkg-config
   libfuse3-dev libvirt-dev libnbd-dev libsqlite3-dev libzstd-dev libssl-dev
   libxml2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev libsystemd-dev
+  # the Debian package (cpack -G DEB, test_package.sh): dpkg-shlibdeps,
+  # man -w, the completion it installs
+  dpkg-dev fakeroot man-db bash-completion
   # fuzz targets (clang + libFuzzer, in libclang-rt-14-dev) and symbolised
   # sanitizer reports (llvm-symbolizer)
   clang libclang-rt-14-dev llvm

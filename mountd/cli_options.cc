@@ -1,0 +1,144 @@
+#include "mountd/cli_options.h"
+
+#include <CLI/CLI.hpp>
+
+#include "backend/store/serialize.h"
+#include "backend/store/store.h"
+#include "version.h"
+
+namespace ckptfs {
+namespace {
+
+void AddMountCommands(CLI::App& app, CommandLine& cl) {
+  MountArgs& ma = cl.mount;
+  auto* mount =
+      app.add_subcommand("mount", "mount the tree (daemonises once ready)");
+  mount->add_option("MOUNTPOINT", ma.mountpoint, "empty directory to mount on")
+      ->required();
+  mount->add_option("--connect", ma.connect, "libvirt URI")
+      ->capture_default_str();
+  mount
+      ->add_option("--cache-size", ma.cache_size,
+                   "block cache budget (e.g. 256M, 1G)")
+      ->capture_default_str();
+  mount
+      ->add_option("--run-dir", ma.run_dir,
+                   "NBD sockets and scratch files (QEMU must reach it)")
+      ->capture_default_str();
+  mount
+      ->add_option("--store", ma.store,
+                   "backup store directory (created on first use)")
+      ->capture_default_str();
+  mount->add_flag("-f,--foreground", ma.foreground,
+                  "do not daemonise; log to stderr");
+  mount->add_flag("--allow-other", ma.allow_other,
+                  "let other users read images (control stays owner-only)");
+  mount->add_flag("-d,--debug", ma.debug, "debug logging");
+
+  auto* umount =
+      app.add_subcommand("umount", "end every live export, then unmount");
+  umount->add_option("MOUNTPOINT", cl.umount_mountpoint)->required();
+}
+
+void AddClientCommands(CLI::App& app, ClientArgs& c) {
+  auto* ckpt = app.add_subcommand(
+      "checkpoint", "create a live checkpoint of a running domain");
+  ckpt->add_option("DOMAIN", c.domain)->required();
+  ckpt->add_option("--name", c.name, "checkpoint name (default: UTC time)");
+  ckpt->add_option("--disks", c.disks,
+                   "comma-separated targets (default: all qcow2 disks)");
+  ckpt->add_option("-m,--mount", c.mount,
+                   "the ckptfs mount (default: the only one)");
+
+  auto* release =
+      app.add_subcommand("release", "end a live checkpoint's export");
+  release->add_option("DOMAIN", c.domain)->required();
+  release->add_option("CHECKPOINT", c.checkpoint)->required();
+  release->add_option("-m,--mount", c.mount, "the ckptfs mount");
+
+  auto* jobs =
+      app.add_subcommand("jobs", "list control requests and their state");
+  jobs->add_option("-m,--mount", c.mount, "the ckptfs mount");
+  jobs->add_flag("--json", c.json, "one JSON record per line");
+
+  auto* backup = app.add_subcommand(
+      "backup", "back up a domain (a new live checkpoint, or --checkpoint)");
+  backup->add_option("DOMAIN", c.domain)->required();
+  backup->add_option("--name", c.name, "name of the new checkpoint");
+  backup->add_option("--checkpoint", c.backup_checkpoint,
+                     "back up this live checkpoint instead");
+  backup->add_option("--mode", c.mode, "auto, full or incremental")
+      ->capture_default_str();
+  backup->add_flag("--wait", c.wait,
+                   "wait for the job (default on a terminal)");
+  backup->add_option("-m,--mount", c.mount, "the ckptfs mount");
+}
+
+void AddStoreCommands(CLI::App& app, StoreArgs& s) {
+  auto add_store = [&](CLI::App* c) {
+    c->add_option("--store", s.store_dir, "backup store directory")
+        ->capture_default_str();
+  };
+  auto* ls = app.add_subcommand("ls", "list the backups in a store");
+  ls->add_option("DOMAIN", s.domain, "only this domain (name or uuid)");
+  ls->add_flag("--json", s.json, "one JSON object per line");
+  add_store(ls);
+  auto* verify = app.add_subcommand(
+      "verify", "re-hash every chunk of every backup; exit 1 on damage");
+  add_store(verify);
+  auto* reindex =
+      app.add_subcommand("reindex", "rebuild the catalog from the store");
+  add_store(reindex);
+  auto* gc = app.add_subcommand(
+      "gc", "remove chunks no backup references (safe while backups run)");
+  gc->add_flag("-n,--dry-run", s.dry_run, "only count");
+  add_store(gc);
+  auto* prune = app.add_subcommand(
+      "prune", "remove backups outside keep rules (grandfather-father-son)");
+  for (const char* k : {"keep-last", "keep-hourly", "keep-daily", "keep-weekly",
+                        "keep-monthly", "keep-yearly"}) {
+    prune->add_option(std::string("--") + k, s.keep[k],
+                      std::string("number of backups to keep: ") + k);
+  }
+  prune->add_option("--domain", s.domain, "only this domain (name or uuid)");
+  prune->add_flag("-n,--dry-run", s.dry_run, "show what would go");
+  add_store(prune);
+}
+
+}  // namespace
+
+std::string VersionText() {
+  // A store or object of another version is refused, so whoever holds a
+  // store can tell from this which ckptfs reads it.
+  return std::string("ckptfs ") + CKPTFS_VERSION + "\nstore format " +
+         std::to_string(kStoreFormat) + " (manifest version " +
+         std::to_string(kManifestVersion) + ", backup record format " +
+         std::to_string(kBackupRecordFormat) + "): reads and writes";
+}
+
+std::optional<int> ParseCommandLine(int argc, char** argv, CommandLine& cl) {
+  CLI::App app{
+      "ckptfs: libvirt domains, checkpoints and disks as read-only "
+      "raw image files"};
+  app.set_version_flag("--version", VersionText,
+                       "print the version and the store formats");
+  app.require_subcommand(1);
+  AddMountCommands(app, cl);
+  AddClientCommands(app, cl.client);
+  AddStoreCommands(app, cl.store);
+
+  // Usage errors: one line on stderr and exit status 2, as other tools do.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("ckptfs: ") + e.what() + " (see ckptfs --help)\n";
+  });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);  // prints --help/--version, or the error
+    return rc == 0 ? 0 : 2;
+  }
+  cl.command = app.get_subcommands().front()->get_name();
+  return std::nullopt;
+}
+
+}  // namespace ckptfs
