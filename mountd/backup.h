@@ -17,7 +17,7 @@
 #include <string>
 
 #include "backend/store/store.h"
-#include "mountd/catalog.h"
+#include "backend/store/catalog.h"
 #include "mountd/checkpoint.h"
 #include "mountd/jobs.h"
 

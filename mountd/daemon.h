@@ -23,7 +23,7 @@
 #include "cache/block_cache.h"
 #include "fs/filesystem.h"
 #include "mountd/backup.h"
-#include "mountd/catalog.h"
+#include "backend/store/catalog.h"
 #include "mountd/control.h"
 #include "mountd/exports.h"
 #include "mountd/jobs.h"

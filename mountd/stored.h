@@ -19,7 +19,7 @@
 
 #include "backend/store/store.h"
 #include "cache/block_cache.h"
-#include "mountd/catalog.h"
+#include "backend/store/catalog.h"
 #include "mountd/checkpoint.h"
 
 namespace ckptfs {
