@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
   const std::string dir = argv[1];
   const uint64_t mib = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 256;
   const unsigned threads = argc > 3 ? std::atoi(argv[3]) : 2;
-  auto store = ckptfs::Store::OpenLocal(dir, /*create=*/true);
+  auto store = ckptfs::Store::Open(dir, /*create=*/true);
   if (!store.ok()) Die(store.status());
   const uint64_t cs = (*store)->chunk_size();
   const uint64_t size = mib << 20;

@@ -17,8 +17,8 @@
 #include <string>
 
 #include "backend/store/store.h"
+#include "backend/store/catalog.h"
 #include "fs/checkpoint_view.h"
-#include "mountd/catalog.h"
 #include "mountd/jobs.h"
 
 namespace ckptfs {

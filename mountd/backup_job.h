@@ -26,7 +26,7 @@
 #include "backend/libvirt_client.h"
 #include "backend/store/store.h"
 #include "mountd/backup.h"
-#include "mountd/catalog.h"
+#include "backend/store/catalog.h"
 #include "mountd/control.h"
 #include "mountd/exports.h"
 #include "mountd/jobs.h"

@@ -39,16 +39,15 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
       LibvirtClient::Connect(options.connect_uri, [self](const DomainEvent& e) {
         self->OnEvent(e);
       }));
-  ASSIGN_OR_RETURN(d->store_, Store::OpenLocal(options.store_dir, true));
+  ASSIGN_OR_RETURN(d->store_, Store::Open(options.store_dir, true));
   // The catalog is an index of the store: a corrupt one is moved aside and
   // rebuilt by the reconcile below rather than keep the mount down.
   std::string moved_to;
   ASSIGN_OR_RETURN(d->catalog_,
-                   Catalog::OpenOrReplaceCorrupt(
-                       options.store_dir + "/catalog.db", &moved_to));
+                   d->store_->OpenCatalog(/*replace_corrupt=*/true, &moved_to));
   if (!moved_to.empty()) {
-    spdlog::warn("catalog {}/catalog.db was corrupt: moved it aside to {}",
-                 options.store_dir, moved_to);
+    spdlog::warn("catalog {} was corrupt: moved it aside to {}",
+                 d->catalog_->path(), moved_to);
   }
   RETURN_IF_ERROR(d->ReconcileCatalog());
   d->RemoveStaleLocks();
@@ -282,49 +281,13 @@ void Daemon::FinishJob(const std::string& id, const Status& st,
 }
 
 Status Daemon::ReconcileCatalog() {
-  // The store is the source of truth: the catalog must list exactly its
-  // complete backups (a deleted or stale catalog is rebuilt here).
-  ASSIGN_OR_RETURN(std::vector<BackupRecord> in_store, store_->ListBackups());
-  ASSIGN_OR_RETURN(std::vector<BackupRecord> in_catalog,
-                   catalog_->ListBackups());
-  std::set<std::string> a, b;
-  for (const auto& r : in_store) a.insert(r.id);
-  for (const auto& r : in_catalog) b.insert(r.id);
-  if (a == b) return Status::Ok();
-  spdlog::warn("catalog lists {} backups, the store holds {}: reindexing",
-               b.size(), a.size());
-  return catalog_->ReplaceBackups(in_store);
+  return store_->ReconcileCatalog(*catalog_);
 }
 
 void Daemon::RemoveStaleLocks() {
-  // Locks of backups by dead daemons of this host would only make gc keep
-  // more; remove them. The owner is matched by the lock's fields: host
-  // "node" must never take "node-2"'s lock for its own.
-  const std::string host = HostName();
-  auto locks = store_->ListLocks();
-  if (!locks.ok()) return;
-  for (const Store::Lock& lock : *locks) {
-    if (lock.host.empty() || lock.host != host) continue;
-    if (lock.pid > 0 && lock.pid <= INT32_MAX &&
-        kill(static_cast<pid_t>(lock.pid), 0) == 0) {
-      continue;
-    }
-    // The backup it names never completed if it has no record: its
-    // manifests would pin chunks against gc and look like damage to verify.
-    if (!lock.domain_uuid.empty() && !lock.checkpoint.empty()) {
-      BackupRecord partial;
-      partial.domain_uuid = lock.domain_uuid;
-      partial.checkpoint = lock.checkpoint;
-      auto record = store_->GetBackup(partial.domain_uuid, partial.checkpoint);
-      if (!record.ok() && record.status().code() == Code::kNotFound &&
-          store_->DeleteBackup(partial).ok()) {
-        spdlog::warn("removed the incomplete backup {} of a stopped daemon",
-                     BackupId(lock.domain_uuid, lock.checkpoint));
-      }
-    }
-    spdlog::info("removing the store lock of a stopped backup: {}", lock.name);
-    (void)store_->DeleteLock(lock.name);
-  }
+  store_->RemoveStaleLocks(HostName(), [](int64_t pid) {
+    return pid <= INT32_MAX && kill(static_cast<pid_t>(pid), 0) == 0;
+  });
 }
 
 std::string Daemon::JobJson(const std::string& id) const {

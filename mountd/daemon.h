@@ -23,9 +23,9 @@
 
 #include "backend/libvirt_client.h"
 #include "cache/block_cache.h"
+#include "backend/store/catalog.h"
 #include "fs/namespace.h"
 #include "mountd/backup_job.h"
-#include "mountd/catalog.h"
 #include "mountd/control.h"
 #include "mountd/exports.h"
 #include "mountd/jobs.h"

@@ -7,9 +7,9 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/clock.h"
+#include "backend/store/catalog.h"
 #include "backend/store/store.h"
 #include "backend/trusted_dir.h"
-#include "mountd/catalog.h"
 #include "mountd/jobs.h"
 #include "mountd/prune.h"
 
@@ -27,7 +27,7 @@ Result<std::unique_ptr<Store>> OpenExisting(const std::string& dir) {
   TrustOptions trust;
   trust.what = "store";
   RETURN_IF_ERROR(CheckTrustedPath(dir, trust));
-  auto store = Store::OpenLocal(dir, /*create=*/false);
+  auto store = Store::Open(dir, /*create=*/false);
   if (!store.ok()) return store.status().Annotate("store " + dir);
   return store;
 }
@@ -160,15 +160,14 @@ int StoreReindex(const std::string& store_dir) {
   std::vector<std::string> problems;
   auto backups = (*store)->ListBackups(&problems);
   if (!backups.ok()) return Fail(backups.status());
-  const std::string path = store_dir + "/catalog.db";
   // A corrupt catalog is rebuilt from nothing (the store has it all); the
   // damaged file is kept aside. Any other failure (busy, permissions, no
   // space) leaves it alone.
   std::string moved_to;
-  auto catalog = Catalog::OpenOrReplaceCorrupt(path, &moved_to);
+  auto catalog = (*store)->OpenCatalog(/*replace_corrupt=*/true, &moved_to);
   if (!catalog.ok()) return Fail(catalog.status());
   if (!moved_to.empty()) {
-    std::cerr << "ckptfs: catalog " << path
+    std::cerr << "ckptfs: catalog " << (*catalog)->path()
               << " was corrupt; moved it aside to " << moved_to << "\n";
   }
   Status st = (*catalog)->ReplaceBackups(*backups);
@@ -219,7 +218,7 @@ int StorePrune(const std::string& store_dir, const std::string& domain,
   if (!store.ok()) return Fail(store.status());
   auto backups = (*store)->ListBackups();
   if (!backups.ok()) return Fail(backups.status());
-  auto catalog = Catalog::Open(store_dir + "/catalog.db");
+  auto catalog = (*store)->OpenCatalog();
   if (!catalog.ok()) return Fail(catalog.status());
   // One group per domain (by uuid): rules apply to each domain's backups.
   std::map<std::string, std::vector<const BackupRecord*>> groups;

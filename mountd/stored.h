@@ -19,8 +19,8 @@
 
 #include "backend/store/store.h"
 #include "cache/block_cache.h"
+#include "backend/store/catalog.h"
 #include "fs/checkpoint_view.h"
-#include "mountd/catalog.h"
 
 namespace ckptfs {
 

@@ -11,55 +11,14 @@
 #include <tuple>
 #include <utility>
 
-#include "backend/store/local_object_store.h"
+#include "backend/store/store_internal.h"
 #include "backend/store/store_source.h"
 
 namespace ckptfs {
+namespace store_internal {
 
-namespace {
-
-using nlohmann::json;
-
-constexpr char kConfigKey[] = "config.json";
-constexpr char kBackupsPrefix[] = "backups/";
-constexpr char kRecordName[] = "backup.json";
-constexpr char kManifestSuffix[] = ".manifest";
-// Marks a backup whose DeleteBackup is under way (never a disk's name: those
-// end in kManifestSuffix).
-constexpr char kDeletingName[] = "deleting";
-constexpr uint32_t kMinChunkSize = 4096;
-constexpr uint32_t kMaxChunkSize = 16u << 20;
-constexpr size_t kMaxComponent = 255;  // NAME_MAX of local filesystems
-
-Status CheckConfig(const StoreConfig& c, const std::string& where) {
-  if (c.format != kStoreFormat) {
-    return InvalidArgument(where + " has format " + std::to_string(c.format) +
-                           "; this ckptfs reads format " +
-                           std::to_string(kStoreFormat));
-  }
-  if (c.chunk_size < kMinChunkSize || c.chunk_size > kMaxChunkSize ||
-      (c.chunk_size & (c.chunk_size - 1)) != 0) {
-    return InvalidArgument(where + ": chunk_size " +
-                           std::to_string(c.chunk_size) +
-                           " is not a power of two from 4096 to 16777216");
-  }
-  if (c.compression != "zstd" && c.compression != "auto") {
-    return InvalidArgument(where + ": compression \"" + c.compression +
-                           "\" is unknown; this ckptfs knows \"auto\" and "
-                           "\"zstd\"");
-  }
-  if (c.zstd_level < ZSTD_minCLevel() || c.zstd_level > ZSTD_maxCLevel()) {
-    return InvalidArgument(where + ": zstd_level " +
-                           std::to_string(c.zstd_level) + " is outside " +
-                           std::to_string(ZSTD_minCLevel()) + ".." +
-                           std::to_string(ZSTD_maxCLevel()));
-  }
-  return Status::Ok();
-}
-
-// Checks a name used as a key component (uuid, checkpoint, disk).
 Status CheckName(const char* what, const std::string& name,
-                 size_t suffix_length = 0) {
+                 size_t suffix_length) {
   if (name.empty()) return InvalidArgument(std::string(what) + " is empty");
   if (EncodeKeyComponent(name).size() + suffix_length > kMaxComponent) {
     return InvalidArgument(std::string(what) + " '" + name + "' is too long");
@@ -77,121 +36,23 @@ Status CheckBackupIdentity(const BackupRecord& r) {
   return Status::Ok();
 }
 
+std::string AsText(const std::vector<std::byte>& data) {
+  return std::string(reinterpret_cast<const char*>(data.data()), data.size());
+}
+
+}  // namespace store_internal
+
+namespace {
+
+using namespace store_internal;  // NOLINT: the layout's names
+using nlohmann::json;
+
 bool ListsDisk(const BackupRecord& r, const std::string& disk) {
   return std::any_of(r.disks.begin(), r.disks.end(),
                      [&](const BackupDisk& d) { return d.name == disk; });
 }
 
-std::string AsText(const std::vector<std::byte>& data) {
-  return std::string(reinterpret_cast<const char*>(data.data()), data.size());
-}
-
 }  // namespace
-
-// ------------------------------------------------------------------ config
-
-std::string SerializeStoreConfig(const StoreConfig& c) {
-  const json j = {{"format", c.format},
-                  {"chunk_size", c.chunk_size},
-                  {"compression", c.compression},
-                  {"zstd_level", c.zstd_level}};
-  return j.dump(2) + "\n";
-}
-
-Result<StoreConfig> ParseStoreConfig(std::string_view text,
-                                     const std::string& location) {
-  const std::string where = "store " + location;
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    // parse_error, or out_of_range for a number beyond a double ("1e400").
-    return InvalidArgument(where + ": config.json is not JSON (" + e.what() +
-                           ")");
-  }
-  if (!j.is_object()) {
-    return InvalidArgument(where + ": config.json is not a JSON object");
-  }
-  auto integer = [&](const char* name, int64_t lo, int64_t hi,
-                     int64_t* out) -> Status {
-    const auto it = j.find(name);
-    if (it == j.end()) {
-      return InvalidArgument(where + ": config.json has no \"" + name + "\"");
-    }
-    if (!it->is_number_integer() ||
-        (it->is_number_unsigned() &&
-         it->get<uint64_t>() > static_cast<uint64_t>(hi)) ||
-        it->get<int64_t>() < lo || it->get<int64_t>() > hi) {
-      return InvalidArgument(where + ": config.json field \"" + name +
-                             "\" is not an integer in range");
-    }
-    *out = it->get<int64_t>();
-    return Status::Ok();
-  };
-  StoreConfig c;
-  int64_t v = 0;
-  RETURN_IF_ERROR(integer("format", 0, UINT32_MAX, &v));
-  c.format = static_cast<uint32_t>(v);
-  if (c.format != kStoreFormat) return CheckConfig(c, where);
-  RETURN_IF_ERROR(integer("chunk_size", 0, UINT32_MAX, &v));
-  c.chunk_size = static_cast<uint32_t>(v);
-  RETURN_IF_ERROR(integer("zstd_level", INT32_MIN, INT32_MAX, &v));
-  c.zstd_level = static_cast<int>(v);
-  const auto it = j.find("compression");
-  if (it == j.end() || !it->is_string()) {
-    return InvalidArgument(where +
-                           ": config.json has no string \"compression\"");
-  }
-  c.compression = it->get<std::string>();
-  RETURN_IF_ERROR(CheckConfig(c, where));
-  return c;
-}
-
-std::string BackupId(const std::string& domain_uuid,
-                     const std::string& checkpoint) {
-  return domain_uuid + "/" + checkpoint;
-}
-
-// ------------------------------------------------------------------- open
-
-Result<std::unique_ptr<Store>> Store::OpenLocal(const std::string& dir,
-                                                bool create,
-                                                StoreConfig config_if_new) {
-  if (create) RETURN_IF_ERROR(CheckConfig(config_if_new, "new store " + dir));
-  ASSIGN_OR_RETURN(auto objects, LocalObjectStore::Open(dir, create));
-  return Open(std::move(objects), create, std::move(config_if_new));
-}
-
-Result<std::unique_ptr<Store>> Store::Open(std::unique_ptr<ObjectStore> objects,
-                                           bool create,
-                                           StoreConfig config_if_new) {
-  const std::string location = objects->location();
-  auto text = objects->Get(kConfigKey);
-  StoreConfig config;
-  if (text.ok()) {
-    ASSIGN_OR_RETURN(config, ParseStoreConfig(AsText(*text), location));
-  } else if (text.status().code() != Code::kNotFound) {
-    return text.status().Annotate("store " + location);
-  } else if (!create) {
-    return NotFound("no ckptfs store at " + location +
-                    " (config.json is missing); create it first");
-  } else {
-    RETURN_IF_ERROR(CheckConfig(config_if_new, "new store " + location));
-    const std::string body = SerializeStoreConfig(config_if_new);
-    RETURN_IF_ERROR(objects->Put(
-        kConfigKey, std::as_bytes(std::span(body.data(), body.size()))));
-    config = std::move(config_if_new);
-  }
-  return std::unique_ptr<Store>(
-      new Store(std::shared_ptr<ObjectStore>(std::move(objects)), config));
-}
-
-Store::Store(std::shared_ptr<ObjectStore> objects, StoreConfig config)
-    : objects_(std::move(objects)),
-      config_(std::move(config)),
-      chunks_(std::make_shared<ChunkStore>(
-          objects_, config_.chunk_size, config_.zstd_level,
-          /*plain_if_incompressible=*/config_.compression == "auto")) {}
 
 // -------------------------------------------------------------------- keys
 
@@ -553,204 +414,6 @@ Result<std::shared_ptr<ImageSource>> Store::OpenImage(
   ASSIGN_OR_RETURN(Manifest manifest, GetManifest(backup, disk));
   return std::shared_ptr<ImageSource>(
       std::make_shared<StoreSource>(chunks_, std::move(manifest)));
-}
-
-// ------------------------------------------------------------ verification
-
-Result<std::vector<ChunkHash>> Store::ReferencedChunks() {
-  ASSIGN_OR_RETURN(const std::vector<std::string> keys,
-                   objects_->List(kBackupsPrefix));
-  std::vector<ChunkHash> hashes;
-  size_t compacted = 0;
-  for (const std::string& key : keys) {
-    if (!key.ends_with(kManifestSuffix)) continue;
-    auto data = objects_->Get(key);
-    if (!data.ok()) {
-      if (data.status().code() == Code::kNotFound) continue;  // just deleted
-      return IoError("manifest " + key + ": " + data.status().ToString());
-    }
-    auto manifest = ParseManifest(*data);
-    if (!manifest.ok()) return manifest.status().Annotate("manifest " + key);
-    for (const ChunkRef& ref : manifest->chunks) {
-      if (!ref.zero) hashes.push_back(ref.hash);
-    }
-    // Successive backups share most chunks: deduplicate as we go so memory
-    // follows the unique count.
-    if (hashes.size() > 2 * compacted + (1u << 20)) {
-      std::sort(hashes.begin(), hashes.end());
-      hashes.erase(std::unique(hashes.begin(), hashes.end()), hashes.end());
-      compacted = hashes.size();
-    }
-  }
-  std::sort(hashes.begin(), hashes.end());
-  hashes.erase(std::unique(hashes.begin(), hashes.end()), hashes.end());
-  return hashes;
-}
-
-Result<std::vector<std::string>> Store::VerifyBackup(
-    const BackupRecord& backup) {
-  RETURN_IF_ERROR(CheckBackupIdentity(backup));
-  std::vector<std::string> problems;
-  if (backup.disks.empty()) problems.push_back(backup.id + ": lists no disks");
-  std::set<ChunkHash> verified;
-  std::vector<std::byte> buf(chunk_size());
-  for (const BackupDisk& disk : backup.disks) {
-    auto manifest = GetManifest(backup, disk.name);
-    if (!manifest.ok()) {
-      problems.push_back(backup.id + " disk " + disk.name + ": " +
-                         manifest.status().message());
-      continue;
-    }
-    const uint64_t cs = manifest->chunk_size;
-    for (uint64_t i = 0; i < manifest->chunks.size(); ++i) {
-      const ChunkRef& ref = manifest->chunks[i];
-      if (ref.zero || verified.contains(ref.hash)) continue;
-      const size_t length =
-          static_cast<size_t>(std::min(cs, manifest->size - i * cs));
-      const Status status = CheckChunk(ref, std::span(buf).first(length));
-      if (!status.ok()) {
-        problems.push_back(backup.id + " disk " + disk.name + " offset " +
-                           std::to_string(i * cs) + ": " + status.message());
-        continue;
-      }
-      verified.insert(ref.hash);
-    }
-  }
-  return problems;
-}
-
-Status Store::PutLock(const Lock& lock) {
-  RETURN_IF_ERROR(CheckName("lock name", lock.name));
-  const std::string body =
-      json{{"started", lock.started},
-           {"host", lock.host},
-           {"pid", lock.pid},
-           {"domain_uuid", lock.domain_uuid},
-           {"checkpoint", lock.checkpoint}}
-          .dump(-1, ' ', false, json::error_handler_t::replace) +
-      "\n";
-  return objects_->Put("locks/" + EncodeKeyComponent(lock.name),
-                       std::as_bytes(std::span(body.data(), body.size())));
-}
-
-Status Store::DeleteLock(const std::string& name) {
-  Status st = objects_->Delete("locks/" + EncodeKeyComponent(name));
-  return st.code() == Code::kNotFound ? Status::Ok() : st;
-}
-
-namespace {
-
-// Fills the fields of a lock from its body; leaves what is missing or of
-// the wrong type at its default. Integers only: get<int64_t>() of a float
-// beyond int64 (1e300) is undefined behaviour.
-void ParseLockBody(std::string_view body, Store::Lock* lock) {
-  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object()) return;
-  auto integer = [&](const char* key, int64_t* out) {
-    const auto it = j.find(key);
-    if (it != j.end() && it->is_number_integer() &&
-        !(it->is_number_unsigned() &&
-          it->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))) {
-      *out = it->get<int64_t>();
-    }
-  };
-  auto text = [&](const char* key, std::string* out) {
-    const auto it = j.find(key);
-    if (it != j.end() && it->is_string()) *out = it->get<std::string>();
-  };
-  integer("started", &lock->started);
-  integer("pid", &lock->pid);
-  text("host", &lock->host);
-  text("domain_uuid", &lock->domain_uuid);
-  text("checkpoint", &lock->checkpoint);
-}
-
-}  // namespace
-
-Result<std::vector<Store::Lock>> Store::ListLocks() {
-  ASSIGN_OR_RETURN(const std::vector<std::string> keys,
-                   objects_->List("locks/"));
-  std::vector<Lock> out;
-  for (const std::string& key : keys) {
-    auto data = objects_->Get(key);
-    if (!data.ok()) continue;  // released meanwhile
-    Lock lock;
-    const std::string component = key.substr(key.find('/') + 1);
-    if (!DecodeKeyComponent(component, &lock.name)) lock.name = component;
-    // An unreadable lock still protects: started stays 0, so gc keeps
-    // every chunk until someone removes it.
-    ParseLockBody(AsText(*data), &lock);
-    out.push_back(std::move(lock));
-  }
-  return out;
-}
-
-Result<int64_t> Store::GcCutoff(int64_t now) {
-  ASSIGN_OR_RETURN(const auto locks, ListLocks());
-  int64_t cutoff = now;
-  for (const Lock& lock : locks) cutoff = std::min(cutoff, lock.started);
-  // A minute of margin for clocks and writes in flight.
-  return cutoff - 60;
-}
-
-Result<uint64_t> Store::RemoveLeftovers(bool dry_run) {
-  ASSIGN_OR_RETURN(const std::vector<Incomplete> incomplete, ListIncomplete());
-  uint64_t removed = 0;
-  for (const Incomplete& inc : incomplete) {
-    // Only a delete cut short (a killed prune, a failed job's undo) is
-    // garbage for sure. Manifests without a record or a mark are a running
-    // backup, one whose daemon died (its host's next daemon removes it with
-    // its lock), or a lost record: verify reports them, gc keeps them.
-    if (!inc.deleting) continue;
-    if (!dry_run) {
-      BackupRecord r;
-      r.domain_uuid = inc.domain_uuid;
-      r.checkpoint = inc.checkpoint;
-      Status st = DeleteBackup(r);
-      if (!st.ok() && st.code() != Code::kNotFound) return st;
-    }
-    removed += inc.keys.size();
-    spdlog::info("store {}: {} the rest of the deleted backup {}/{}",
-                 objects_->location(), dry_run ? "would remove" : "removed",
-                 inc.domain_uuid, inc.checkpoint);
-  }
-  return removed;
-}
-
-Result<Store::GcStats> Store::CollectGarbage(int64_t cutoff, bool dry_run) {
-  GcStats stats;
-  // Leftovers first, so that they no longer pin their chunks.
-  ASSIGN_OR_RETURN(stats.leftovers, RemoveLeftovers(dry_run));
-  ASSIGN_OR_RETURN(const std::vector<ChunkHash> referenced, ReferencedChunks());
-  ASSIGN_OR_RETURN(const std::vector<std::string> keys,
-                   objects_->List("chunks/"));
-  for (const std::string& key : keys) {
-    ++stats.chunks;
-    ChunkHash hash;
-    const size_t slash = key.rfind('/');
-    if (!HexToHash(key.substr(slash + 1), &hash)) continue;  // not a chunk
-    if (std::binary_search(referenced.begin(), referenced.end(), hash)) {
-      ++stats.referenced;
-      continue;
-    }
-    if (dry_run) {
-      auto mtime = objects_->ModifiedTime(key);
-      if (!mtime.ok()) continue;  // gone meanwhile
-      ++(*mtime >= cutoff ? stats.recent : stats.deleted);
-      continue;
-    }
-    ASSIGN_OR_RETURN(const bool deleted,
-                     objects_->DeleteIfUnusedSince(key, cutoff));
-    ++(deleted ? stats.deleted : stats.recent);
-  }
-  if (!dry_run) {
-    // Temporaries also wait an hour: a plain Put runs without a lock.
-    const int64_t temp_cutoff =
-        std::min(cutoff, static_cast<int64_t>(std::time(nullptr)) - 3600);
-    ASSIGN_OR_RETURN(stats.temporaries,
-                     objects_->RemoveStaleTemporaries(temp_cutoff));
-  }
-  return stats;
 }
 
 }  // namespace ckptfs

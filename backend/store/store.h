@@ -31,6 +31,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -71,8 +72,16 @@ Result<StoreConfig> ParseStoreConfig(std::string_view json,
 std::string BackupId(const std::string& domain_uuid,
                      const std::string& checkpoint);
 
+class Catalog;  // backend/store/catalog.h
+
 class Store {
  public:
+  // Opens the store at `uri`: a directory path or a file:// URI (OpenLocal).
+  // Another "scheme://" is kInvalidArgument naming it. `create` and
+  // config_if_new as for OpenLocal.
+  static Result<std::unique_ptr<Store>> Open(const std::string& uri,
+                                             bool create,
+                                             StoreConfig config_if_new = {});
   // Opens the store in directory `dir`. With `create`, a missing directory
   // or config.json is created with config_if_new; an existing config always
   // wins. kNotFound if there is no store and !create; kInvalidArgument for
@@ -83,6 +92,13 @@ class Store {
   static Result<std::unique_ptr<Store>> Open(
       std::unique_ptr<ObjectStore> objects, bool create,
       StoreConfig config_if_new = {});
+
+  // Opens this store's catalog (catalog.h), its SQLite index: DIR/catalog.db
+  // of a local store; kUnsupported for a store opened over a bare
+  // ObjectStore. With `replace_corrupt`, Catalog::OpenOrReplaceCorrupt
+  // (*moved_to, if given, names the file moved aside), else Catalog::Open.
+  Result<std::unique_ptr<Catalog>> OpenCatalog(bool replace_corrupt = false,
+                                               std::string* moved_to = nullptr);
 
   const StoreConfig& config() const { return config_; }
   uint32_t chunk_size() const { return config_.chunk_size; }
@@ -240,6 +256,20 @@ class Store {
   // either keeps it or reports it gone (the backup then writes it again).
   Result<GcStats> CollectGarbage(int64_t cutoff, bool dry_run);
 
+  // ---- maintenance at a daemon's start (store_locks.cc,
+  // store_maintenance.cc)
+
+  // Removes the locks of backups started on `host` (this machine's name)
+  // whose process is gone (`alive(pid)` false, or no pid recorded), and the
+  // incomplete backup such a lock names (no record: it never completed, and
+  // its manifests would pin chunks and look like damage to verify). Locks of
+  // other hosts stay. Best effort: failures are logged and skipped.
+  void RemoveStaleLocks(const std::string& host,
+                        const std::function<bool(int64_t pid)>& alive);
+  // Makes `catalog` list exactly the store's complete backups: when the ids
+  // differ, it replaces every backup row (Catalog::ReplaceBackups).
+  Status ReconcileCatalog(Catalog& catalog);
+
  private:
   Store(std::shared_ptr<ObjectStore> objects, StoreConfig config);
   // CollectGarbage's first step; returns the objects removed.
@@ -248,6 +278,7 @@ class Store {
   const std::shared_ptr<ObjectStore> objects_;
   const StoreConfig config_;
   const std::shared_ptr<ChunkStore> chunks_;
+  std::string catalog_path_;  // "" if the store has no local directory
 };
 
 }  // namespace ckptfs

@@ -1,6 +1,6 @@
 // Plain data of the backup store: chunk references, per-disk manifests and
 // backup records. Serialisation lives with the store (backend/store/); the
-// catalog (mountd/catalog) indexes the same records.
+// catalog (backend/store/catalog.h) indexes the same records.
 //
 // Thread safety: values.
 #pragma once

@@ -1,5 +1,5 @@
 // Fuzz target: the JSON the catalog reads back from its SQLite file
-// (mountd/catalog.h): job records (the jobs.json column, JobFromJson) and a
+// (backend/store/catalog.h): job records (the jobs.json column, JobFromJson) and a
 // manifest row's changes column (ChangesFromJson). Both are tolerant by
 // contract: damage reads as defaults, never as an error or a crash.
 //
@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "mountd/catalog.h"
+#include "backend/store/catalog.h"
 #include "mountd/jobs.h"
 #include "tests/fuzz/fuzz_check.h"
 

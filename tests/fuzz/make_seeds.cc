@@ -22,7 +22,7 @@
 #include "backend/store/sha256.h"
 #include "backend/store/store.h"
 #include "backend/xml.h"
-#include "mountd/catalog.h"
+#include "backend/store/catalog.h"
 #include "mountd/jobs.h"
 #include "tests/fakes/memory_object_store.h"
 

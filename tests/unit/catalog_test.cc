@@ -1,4 +1,4 @@
-#include "mountd/catalog.h"
+#include "backend/store/catalog.h"
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>

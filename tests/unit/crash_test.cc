@@ -28,7 +28,7 @@
 #include "backend/store/local_object_store.h"
 #include "backend/store/store.h"
 #include "mountd/backup.h"
-#include "mountd/catalog.h"
+#include "backend/store/catalog.h"
 #include "mountd/jobs.h"
 #include "tests/fakes/fault_fs.h"
 #include "tests/fakes/memory_image_source.h"

@@ -1,25 +1,29 @@
-#include "mountd/catalog.h"
+#include "backend/store/catalog.h"
 
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <limits>
 #include <set>
 #include <string_view>
 #include <utility>
 
 #include "backend/clock.h"
+#include "backend/store/catalog_sql.h"
 
 namespace ckptfs {
 namespace {
+
+using catalog_sql::Exec;
+using catalog_sql::ReindexHint;
+using catalog_sql::SqlError;
+using catalog_sql::Stmt;
+using catalog_sql::WriteTxn;
 
 // Schema migrations: kMigrations[v] takes user_version v to v + 1. Append
 // only; never edit a step that has shipped.
@@ -85,157 +89,31 @@ CREATE INDEX jobs_by_created ON jobs(created_ms);
 };
 static_assert(std::size(kMigrations) == Catalog::kSchemaVersion);
 
-std::string ReindexHint(const std::string& path) {
-  return "catalog " + path +
-         " is not a valid SQLite database or is corrupt; run 'ckptfs "
-         "reindex' to rebuild it from the store";
+// Takes the schema to Catalog::kSchemaVersion in one durable transaction.
+Status Migrate(sqlite3* db, const std::string& path) {
+  int version = 0;
+  WriteTxn txn(db, path);
+  RETURN_IF_ERROR(txn.Begin(/*durable=*/true));
+  // Another process may have migrated while we waited for the lock.
+  {
+    ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, path, "PRAGMA user_version"));
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    version = row ? static_cast<int>(s.Int(0)) : 0;
+  }
+  if (version > Catalog::kSchemaVersion) {
+    return Status(Code::kUnsupported, "catalog " + path +
+                                          " was upgraded to schema version " +
+                                          std::to_string(version) +
+                                          " by a newer ckptfs; upgrade ckptfs");
+  }
+  for (int v = version; v < Catalog::kSchemaVersion; ++v) {
+    RETURN_IF_ERROR(Exec(db, path, kMigrations[v], "schema migration"));
+  }
+  std::string set_version =
+      "PRAGMA user_version=" + std::to_string(Catalog::kSchemaVersion);
+  RETURN_IF_ERROR(Exec(db, path, set_version.c_str(), "schema migration"));
+  return txn.Commit();
 }
-
-// The one place SQLite result codes become Status values.
-Status SqlError(sqlite3* db, int rc, const std::string& path,
-                std::string_view what) {
-  std::string detail = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-  std::string where = "catalog " + path + ": " + std::string(what) + ": ";
-  switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return Busy(where + detail + " (another process held the catalog for " +
-                  std::to_string(Catalog::kBusyTimeoutMs / 1000) +
-                  " s); retry later");
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return IoError(ReindexHint(path) + " (" + detail + ")");
-    case SQLITE_FULL:
-      return Status(Code::kNoSpace, where + detail + "; free disk space");
-    case SQLITE_READONLY:
-    case SQLITE_PERM:
-    case SQLITE_AUTH:
-      return Status(Code::kPermission,
-                    where + detail + "; check the file's permissions");
-    case SQLITE_CANTOPEN:
-      return IoError(where + detail +
-                     "; check that its directory exists and is writable");
-    case SQLITE_CONSTRAINT:
-      if (rc == SQLITE_CONSTRAINT_UNIQUE ||
-          rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
-        return AlreadyExists(where + detail);
-      }
-      return Internal(where + detail);
-    default:
-      return IoError(where + detail);
-  }
-}
-
-// A prepared statement; finalized on destruction.
-class Stmt {
- public:
-  static Result<Stmt> Prepare(sqlite3* db, const std::string& path,
-                              std::string_view sql) {
-    sqlite3_stmt* s = nullptr;
-    int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()),
-                                &s, nullptr);
-    if (rc != SQLITE_OK) return SqlError(db, rc, path, "prepare");
-    return Stmt(db, &path, s);
-  }
-  Stmt(Stmt&& o) noexcept
-      : db_(o.db_), path_(o.path_), s_(std::exchange(o.s_, nullptr)) {}
-  Stmt& operator=(Stmt&&) = delete;
-  ~Stmt() { sqlite3_finalize(s_); }
-
-  // Binds parameter i (1-based). Text is copied by SQLite.
-  Stmt& Bind(int i, const std::string& v) {
-    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()),
-                      SQLITE_TRANSIENT);
-    return *this;
-  }
-  Stmt& Bind(int i, int64_t v) {
-    sqlite3_bind_int64(s_, i, v);
-    return *this;
-  }
-  // Unsigned values round-trip through int64 bit-exactly.
-  Stmt& BindU(int i, uint64_t v) { return Bind(i, static_cast<int64_t>(v)); }
-
-  // true: a row is ready; false: done.
-  Result<bool> Step() {
-    int rc = sqlite3_step(s_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    return SqlError(db_, rc, *path_, "query");
-  }
-  Status Run() {
-    ASSIGN_OR_RETURN(bool row, Step());
-    (void)row;
-    return Status::Ok();
-  }
-  // Makes the statement ready to run again with new bindings.
-  void Reset() {
-    sqlite3_reset(s_);
-    sqlite3_clear_bindings(s_);
-  }
-
-  std::string Text(int col) const {
-    const auto* p = sqlite3_column_text(s_, col);
-    int n = sqlite3_column_bytes(s_, col);
-    return p ? std::string(reinterpret_cast<const char*>(p), n) : "";
-  }
-  int64_t Int(int col) const { return sqlite3_column_int64(s_, col); }
-  uint64_t UInt(int col) const { return static_cast<uint64_t>(Int(col)); }
-  bool IsNull(int col) const {
-    return sqlite3_column_type(s_, col) == SQLITE_NULL;
-  }
-
- private:
-  Stmt(sqlite3* db, const std::string* path, sqlite3_stmt* s)
-      : db_(db), path_(path), s_(s) {}
-  sqlite3* db_;
-  const std::string* path_;
-  sqlite3_stmt* s_;
-};
-
-Status Exec(sqlite3* db, const std::string& path, const char* sql,
-            std::string_view what) {
-  int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
-  if (rc != SQLITE_OK) return SqlError(db, rc, path, what);
-  return Status::Ok();
-}
-
-// A write transaction. BEGIN IMMEDIATE takes the write lock up front, so a
-// second connection waits in the busy handler instead of failing on a
-// read-to-write upgrade. Rolls back unless committed. With `durable`, the
-// commit is fsynced (synchronous=FULL) before Commit returns.
-class WriteTxn {
- public:
-  WriteTxn(sqlite3* db, const std::string& path) : db_(db), path_(path) {}
-  ~WriteTxn() {
-    if (open_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    if (durable_) {
-      sqlite3_exec(db_, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr);
-    }
-  }
-  WriteTxn(const WriteTxn&) = delete;
-  WriteTxn& operator=(const WriteTxn&) = delete;
-
-  Status Begin(bool durable) {
-    if (durable) {
-      RETURN_IF_ERROR(Exec(db_, path_, "PRAGMA synchronous=FULL", "pragma"));
-      durable_ = true;
-    }
-    RETURN_IF_ERROR(Exec(db_, path_, "BEGIN IMMEDIATE", "begin"));
-    open_ = true;
-    return Status::Ok();
-  }
-  Status Commit() {
-    RETURN_IF_ERROR(Exec(db_, path_, "COMMIT", "commit"));
-    open_ = false;
-    return Status::Ok();
-  }
-
- private:
-  sqlite3* db_;
-  const std::string& path_;
-  bool open_ = false;
-  bool durable_ = false;
-};
 
 Status Validate(const BackupRecord& r) {
   auto bad = [&](const std::string& why) {
@@ -267,73 +145,7 @@ LEFT JOIN manifests m ON m.backup_id = b.id
 )sql";
 constexpr std::string_view kOrderBackups = " ORDER BY c.created, b.id, m.idx";
 
-std::string JsonStr(const nlohmann::json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
-}
-
-uint64_t JsonU64(const nlohmann::json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end() || !it->is_number()) return 0;
-  if (it->is_number_unsigned()) return it->get<uint64_t>();
-  if (it->is_number_integer()) {
-    int64_t v = it->get<int64_t>();
-    return v > 0 ? static_cast<uint64_t>(v) : 0;
-  }
-  return 0;
-}
-
-// "2026-11-23T08:15:00Z" -> ms since the epoch; 0 if absent or malformed.
-int64_t ParseIsoMs(const std::string& s) {
-  int y, mo, d, h, mi, sec;
-  char z;
-  if (std::sscanf(s.c_str(), "%d-%d-%dT%d:%d:%d%c", &y, &mo, &d, &h, &mi, &sec,
-                  &z) != 7 ||
-      z != 'Z') {
-    return 0;
-  }
-  using namespace std::chrono;
-  year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)},
-                     day{static_cast<unsigned>(d)}};
-  // No leap second: IsoTime never writes one, and 23:59:60 of the last
-  // representable day would read as a time IsoTime renders out of range.
-  if (!ymd.ok() || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 ||
-      sec > 59) {
-    return 0;
-  }
-  auto tp = sys_days{ymd} + hours{h} + minutes{mi} + seconds{sec};
-  return duration_cast<milliseconds>(tp.time_since_epoch()).count();
-}
-
 }  // namespace
-
-Job JobFromJson(const nlohmann::json& j) {
-  Job job;
-  if (!j.is_object()) return job;
-  job.id = JsonStr(j, "id");
-  job.kind = JsonStr(j, "kind");
-  job.request = JsonStr(j, "request");
-  job.domain = JsonStr(j, "domain");
-  job.checkpoint = JsonStr(j, "checkpoint");
-  job.mode = JsonStr(j, "mode");
-  job.base = JsonStr(j, "base");
-  if (auto it = j.find("full_disks"); it != j.end() && it->is_array()) {
-    for (const auto& d : *it) {
-      if (d.is_string()) job.full_disks.push_back(d.get<std::string>());
-    }
-  }
-  if (auto state = JsonStr(j, "state"); !state.empty()) job.state = state;
-  job.error = JsonStr(j, "error");
-  job.code = JsonStr(j, "code");
-  if (auto it = j.find("progress"); it != j.end() && it->is_object()) {
-    job.done = JsonU64(*it, "done");
-    job.total = JsonU64(*it, "total");
-  }
-  job.created_ms = ParseIsoMs(JsonStr(j, "created"));
-  job.started_ms = ParseIsoMs(JsonStr(j, "started"));
-  job.ended_ms = ParseIsoMs(JsonStr(j, "ended"));
-  return job;
-}
 
 std::vector<std::pair<uint64_t, uint64_t>> ChangesFromJson(
     std::string_view text) {
@@ -448,29 +260,7 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path) {
   RETURN_IF_ERROR(Exec(db, path, "PRAGMA synchronous=NORMAL", "pragma"));
   RETURN_IF_ERROR(Exec(db, path, "PRAGMA foreign_keys=ON", "pragma"));
 
-  if (version < kSchemaVersion) {
-    WriteTxn txn(db, path);
-    RETURN_IF_ERROR(txn.Begin(/*durable=*/true));
-    // Another process may have migrated while we waited for the lock.
-    {
-      ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, path, "PRAGMA user_version"));
-      ASSIGN_OR_RETURN(bool row, s.Step());
-      version = row ? static_cast<int>(s.Int(0)) : 0;
-    }
-    if (version > kSchemaVersion) {
-      return Status(Code::kUnsupported,
-                    "catalog " + path + " was upgraded to schema version " +
-                        std::to_string(version) +
-                        " by a newer ckptfs; upgrade ckptfs");
-    }
-    for (int v = version; v < kSchemaVersion; ++v) {
-      RETURN_IF_ERROR(Exec(db, path, kMigrations[v], "schema migration"));
-    }
-    std::string set_version =
-        "PRAGMA user_version=" + std::to_string(kSchemaVersion);
-    RETURN_IF_ERROR(Exec(db, path, set_version.c_str(), "schema migration"));
-    RETURN_IF_ERROR(txn.Commit());
-  }
+  if (version < kSchemaVersion) RETURN_IF_ERROR(Migrate(db, path));
   return cat;
 }
 
@@ -694,70 +484,6 @@ Result<std::vector<Catalog::DomainRow>> Catalog::ListDomains() {
     out.push_back({s.Text(0), s.Text(1)});
   }
   return out;
-}
-
-Status Catalog::PutJob(const Job& job) {
-  if (job.id.empty()) return InvalidArgument("job record without an id");
-  // Error texts may quote bytes that are not UTF-8; a strict dump throws.
-  std::string json = JobToJson(job).dump(
-      -1, ' ', false, nlohmann::json::error_handler_t::replace);
-  std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db_, path_, R"sql(
-INSERT INTO jobs(id, kind, domain, state, created_ms, started_ms, ended_ms,
-                 json)
-VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, domain = excluded.domain,
-  state = excluded.state, created_ms = excluded.created_ms,
-  started_ms = excluded.started_ms, ended_ms = excluded.ended_ms,
-  json = excluded.json
-)sql"));
-  s.Bind(1, job.id).Bind(2, job.kind).Bind(3, job.domain).Bind(4, job.state);
-  s.Bind(5, job.created_ms).Bind(6, job.started_ms).Bind(7, job.ended_ms);
-  // A single statement in autocommit mode: its own write transaction.
-  return s.Bind(8, json).Run();
-}
-
-Result<std::vector<Job>> Catalog::ListJobs(size_t limit) {
-  const auto lim = static_cast<int64_t>(
-      std::min<uint64_t>(limit, std::numeric_limits<int64_t>::max()));
-  std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db_, path_, R"sql(
-SELECT id, kind, domain, state, created_ms, started_ms, ended_ms, json
-FROM (SELECT rowid AS seq, * FROM jobs
-      ORDER BY created_ms DESC, seq DESC LIMIT ?1)
-ORDER BY created_ms, seq
-)sql"));
-  s.Bind(1, lim);
-  std::vector<Job> out;
-  for (;;) {
-    ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    auto parsed = nlohmann::json::parse(s.Text(7), nullptr,
-                                        /*allow_exceptions=*/false);
-    Job job = JobFromJson(parsed);
-    // The columns are authoritative and keep exact milliseconds.
-    job.id = s.Text(0);
-    job.kind = s.Text(1);
-    job.domain = s.Text(2);
-    job.state = s.Text(3);
-    job.created_ms = s.Int(4);
-    job.started_ms = s.Int(5);
-    job.ended_ms = s.Int(6);
-    out.push_back(std::move(job));
-  }
-  return out;
-}
-
-Status Catalog::PruneJobs(size_t keep) {
-  const auto lim = static_cast<int64_t>(
-      std::min<uint64_t>(keep, std::numeric_limits<int64_t>::max()));
-  std::lock_guard lock(mu_);
-  ASSIGN_OR_RETURN(
-      Stmt s, Stmt::Prepare(db_, path_,
-                            "DELETE FROM jobs WHERE rowid NOT IN (SELECT "
-                            "rowid FROM jobs ORDER BY created_ms DESC, rowid "
-                            "DESC LIMIT ?1)"));
-  return s.Bind(1, lim).Run();
 }
 
 Result<uint64_t> Catalog::BackupsVersion() {
