@@ -34,9 +34,17 @@ class ImageSource {
   // Virtual size in bytes. Constant for the life of the source.
   virtual uint64_t size() const = 0;
 
+  // pread and preadv default to each other: a source overrides at least one
+  // (the one it serves natively), or a read recurses forever.
+
   // Reads exactly buf.size() bytes at offset. REQUIRES: offset + buf.size()
   // <= size(). A failure is never partial data: the caller sees an error.
-  virtual Status pread(std::span<std::byte> buf, uint64_t offset) = 0;
+  // Default: a scatter read of one buffer, for sources whose native read is
+  // preadv.
+  virtual Status pread(std::span<std::byte> buf, uint64_t offset) {
+    const std::span<std::byte> one[] = {buf};
+    return preadv(one, offset);
+  }
 
   // Reads the contiguous range starting at `offset` into `bufs`, one after
   // the other (a scatter read). Lets a caller that keeps data in separate

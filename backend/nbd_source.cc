@@ -501,11 +501,6 @@ Status NbdSource::AllDead() const {
       why.message() + "; no NBD connection is left, reopen the source");
 }
 
-Status NbdSource::pread(std::span<std::byte> buf, uint64_t offset) {
-  const std::span<std::byte> one[] = {buf};
-  return preadv(one, offset);
-}
-
 Status NbdSource::preadv(std::span<const std::span<std::byte>> bufs,
                          uint64_t offset) {
   uint64_t total = 0;

@@ -85,12 +85,11 @@ class NbdSource : public ImageSource {
 
   uint64_t size() const override { return size_; }
 
-  // Reads are split into max_request() pieces, all in flight at once. Offsets
-  // and lengths need no alignment: if the server demands a minimum block size,
-  // unaligned head and tail blocks go through a bounce buffer.
-  Status pread(std::span<std::byte> buf, uint64_t offset) override;
   // One NBD read per buffer (split further at max_request()), all in flight
-  // at once across the connections.
+  // at once across the connections; pread (ImageSource's default) is one
+  // buffer. Offsets and lengths need no alignment: if the server demands a
+  // minimum block size, unaligned head and tail blocks go through a bounce
+  // buffer.
   Status preadv(std::span<const std::span<std::byte>> bufs,
                 uint64_t offset) override;
 

@@ -10,9 +10,11 @@
 #include "backend/status.h"
 #include "fs/filesystem.h"
 
+struct fuse;  // libfuse's handle; fuse.h stays inside fs/*.cc
+
 namespace ckptfs {
 
-struct FuseSession;  // fuse_ops.cc: what the FUSE callbacks reach
+struct FuseSession;  // fs/fuse_ops.h: what the FUSE callbacks reach
 
 struct FuseOptions {
   std::string mountpoint;

@@ -1,39 +1,41 @@
-// The FUSE edge: every op decodes its arguments, makes one call into the
-// Filesystem and maps the Status to an errno with ToErrno(). Nothing else in
-// ckptfs includes fuse.h.
-#include <fcntl.h>
+// The FUSE ops; the contract is in fuse_ops.h.
+#include "fs/fuse_ops.h"
+
 #include <fuse.h>
-#include <poll.h>
-#include <spdlog/spdlog.h>
-#include <sys/eventfd.h>
-#include <sys/mount.h>
-#include <sys/sysmacros.h>
-#include <unistd.h>
 
-#include <atomic>
+#include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstring>
-#include <fstream>
-#include <mutex>
-#include <thread>
-#include <unordered_set>
-
-#include "backend/mounts.h"
-#include "fs/fuse_mount.h"
+#include <memory>
 
 namespace ckptfs {
 
-// The FUSE callbacks' view of their mount (the private_data of fuse_new):
-// the filesystem, and the handles open on it. The kernel drops RELEASE
-// requests still queued when the connection ends (close() returns before the
-// daemon reads its RELEASE; an unmount or an aborted connection right after
-// loses it), so the handles left when the mount goes are freed with it.
-struct FuseSession {
-  Filesystem* fs = nullptr;
-  std::mutex mu;
-  std::unordered_set<FileHandle*> open;  // guarded by mu
-};
+void InitSignal::Set() {
+  {
+    std::lock_guard lock(mu_);
+    set_ = true;
+  }
+  cv_.notify_all();
+}
+
+void InitSignal::Cancel() {
+  {
+    std::lock_guard lock(mu_);
+    cancelled_ = true;
+  }
+  cv_.notify_all();
+}
+
+bool InitSignal::WaitFor(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, timeout, [this] { return set_ || cancelled_; });
+  return set_;
+}
+
+bool InitSignal::cancelled() {
+  std::lock_guard lock(mu_);
+  return cancelled_;
+}
 
 namespace {
 
@@ -64,8 +66,6 @@ void FillStat(const Attr& a, struct stat* st) {
   st->st_atim.tv_sec = a.mtime;
 }
 
-std::atomic<bool> g_init_done{false};
-
 void* OpInit(fuse_conn_info* conn, fuse_config* cfg) {
   cfg->use_ino = 1;
   cfg->readdir_ino = 0;
@@ -81,7 +81,7 @@ void* OpInit(fuse_conn_info* conn, fuse_config* cfg) {
   // Images never change: no need for the kernel to re-check attributes
   // before reads and drop cached pages when mtime moves.
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
-  g_init_done = true;
+  Session()->init.Set();
   return fuse_get_context()->private_data;
 }
 
@@ -222,140 +222,11 @@ fuse_operations MakeOps() {
   return ops;
 }
 
-// The device number ("0:42") of the FUSE mount on `mountpoint` in our mount
-// namespace, or "" when it is not mounted here (any more).
-std::string MountDevice(const std::string& mountpoint) {
-  std::string found;
-  for (const MountEntry& e : ReadMountInfo()) {
-    // The last one is on top.
-    if (e.mountpoint == mountpoint && e.fstype.starts_with("fuse.")) {
-      found = e.devno;
-    }
-  }
-  return found;
-}
-
-// The kernel sizes FUSE read-ahead from the bdi (128 KiB by default), which
-// caps sequential reads at small requests. As root we widen it once the INIT
-// reply has been processed (INIT would clamp it back).
-void WidenReadAhead(const std::string& devno) {
-  std::ofstream ra("/sys/class/bdi/" + devno + "/read_ahead_kb");
-  ra << 8192 << std::endl;
-  if (!ra) spdlog::debug("cannot widen read-ahead of bdi {}", devno);
-}
-
-// Aborts the FUSE connection: every blocked read of /dev/fuse returns and
-// the loop ends. Used when our mount is gone from our namespace but copies
-// of it live on in others (libvirt gives each QEMU a private copy of the
-// host's mounts), which would otherwise keep the connection up forever.
-void AbortConnection(const std::string& devno) {
-  const std::string minor = devno.substr(devno.find(':') + 1);
-  const std::string dir = "/sys/fs/fuse/connections";
-  const std::string abort_file = dir + "/" + minor + "/abort";
-  if (access(abort_file.c_str(), F_OK) != 0) {
-    mount("fusectl", dir.c_str(), "fusectl", 0, nullptr);
-  }
-  std::ofstream f(abort_file);
-  f << 1 << std::endl;
-  if (!f) spdlog::warn("cannot abort FUSE connection {}", devno);
-}
-
 }  // namespace
 
-Result<std::unique_ptr<FuseMount>> FuseMount::Mount(
-    Filesystem* fs, const FuseOptions& options) {
-  std::string opts =
-      "fsname=" + options.fsname + ",subtype=ckptfs,default_permissions";
-  if (options.allow_other) opts += ",allow_other";
-  std::vector<std::string> argv_s = {"ckptfs", "-o", opts};
-  if (options.debug) argv_s.push_back("-d");
-  std::vector<char*> argv;
-  for (auto& s : argv_s) argv.push_back(s.data());
-  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+const fuse_operations& FuseOperations() {
   static const fuse_operations ops = MakeOps();
-  std::unique_ptr<FuseMount> m(new FuseMount());
-  m->max_threads_ = options.max_threads;
-  m->session_->fs = fs;
-  m->fuse_ = fuse_new(&args, &ops, sizeof(ops), m->session_.get());
-  // fuse_new re-allocates args while it parses them (fuse_opt_parse) and
-  // keeps copies of what it needs; the rest is ours to free.
-  fuse_opt_free_args(&args);
-  if (!m->fuse_) return InvalidArgument("fuse_new failed (bad FUSE options)");
-  if (fuse_mount(m->fuse_, options.mountpoint.c_str()) != 0) {
-    return Status(Code::kIoError,
-                  "cannot mount on " + options.mountpoint +
-                      " (does it exist, is it already mounted, is /dev/fuse "
-                      "available?)");
-  }
-  m->mounted_ = true;
-  m->mountpoint_ = options.mountpoint;
-  m->devno_ = MountDevice(options.mountpoint);
-  return m;
-}
-
-FuseMount::FuseMount() : session_(std::make_unique<FuseSession>()) {}
-
-FuseMount::~FuseMount() {
-  if (fuse_) {
-    if (mounted_) fuse_unmount(fuse_);
-    fuse_destroy(fuse_);
-  }
-  // No callback runs any more; these never got their RELEASE.
-  for (FileHandle* h : session_->open) delete h;
-}
-
-Status FuseMount::Run() {
-  fuse_session* se = fuse_get_session(fuse_);
-  if (fuse_set_signal_handlers(se) != 0) {
-    return Internal("cannot install signal handlers");
-  }
-  std::string mp = mountpoint_;
-  std::string devno = devno_;
-  // Watches our namespace's mount table (POLLPRI on a change) for the
-  // unmount, and widens read-ahead once INIT is done.
-  int mfd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
-  int efd = eventfd(0, EFD_CLOEXEC);
-  std::thread watcher([mp, devno, mfd, efd] {
-    for (int i = 0; i < 100 && !g_init_done; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    if (!devno.empty()) WidenReadAhead(devno);
-    for (;;) {
-      pollfd fds[2] = {{mfd, POLLPRI, 0}, {efd, POLLIN, 0}};
-      if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
-      if (fds[1].revents) break;
-      if (MountDevice(mp) != devno) {
-        spdlog::info("{} was unmounted; ending the FUSE connection", mp);
-        AbortConnection(devno);
-        break;
-      }
-    }
-  });
-  fuse_loop_config* cfg = fuse_loop_cfg_create();
-  fuse_loop_cfg_set_max_threads(cfg, max_threads_);
-  fuse_loop_cfg_set_idle_threads(cfg, 4);
-  int rc = fuse_loop_mt(fuse_, cfg);
-  fuse_loop_cfg_destroy(cfg);
-  uint64_t one = 1;
-  if (write(efd, &one, sizeof(one)) < 0) {
-    // The watcher then ends with the process.
-  }
-  watcher.join();
-  close(efd);
-  close(mfd);
-  fuse_remove_signal_handlers(se);
-  if (rc < 0) return Internal("FUSE loop failed");
-  return Status::Ok();
-}
-
-void FuseMount::Exit() { fuse_exit(fuse_); }
-
-void FuseMount::Unmount() {
-  if (mounted_) {
-    fuse_unmount(fuse_);
-    mounted_ = false;
-  }
+  return ops;
 }
 
 }  // namespace ckptfs

@@ -36,11 +36,6 @@ Status StoreSource::CheckRange(uint64_t offset, uint64_t length,
   return Status::Ok();
 }
 
-Status StoreSource::pread(std::span<std::byte> buf, uint64_t offset) {
-  const std::span<std::byte> one[] = {buf};
-  return preadv(one, offset);
-}
-
 Status StoreSource::preadv(std::span<const std::span<std::byte>> bufs,
                            uint64_t offset) {
   uint64_t total = 0;

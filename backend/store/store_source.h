@@ -36,7 +36,7 @@ class StoreSource : public ImageSource {
   StoreSource(std::shared_ptr<ChunkStore> chunks, Manifest manifest);
 
   uint64_t size() const override { return manifest_.size; }
-  Status pread(std::span<std::byte> buf, uint64_t offset) override;
+  // pread: ImageSource's default, one buffer through preadv.
   Status preadv(std::span<const std::span<std::byte>> bufs,
                 uint64_t offset) override;
   Result<std::vector<Extent>> extents(uint64_t offset,
