@@ -8,41 +8,10 @@
 namespace ckptfs {
 
 namespace {
-nlohmann::json TimeOrNull(int64_t ms) {
-  return ms ? nlohmann::json(IsoTime(ms)) : nlohmann::json(nullptr);
-}
-
 bool Ended(const Job& j) {
   return j.state == "succeeded" || j.state == "failed" || j.state == "rejected";
 }
 }  // namespace
-
-nlohmann::json StrOrNull(const std::string& s) {
-  return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s);
-}
-
-nlohmann::json JobToJson(const Job& j) {
-  nlohmann::json out = {
-      {"id", j.id},
-      {"kind", j.kind},
-      {"request", j.request},
-      {"domain", StrOrNull(j.domain)},
-      {"checkpoint", StrOrNull(j.checkpoint)},
-      {"mode", StrOrNull(j.mode)},
-      {"base", StrOrNull(j.base)},
-      {"full_disks", j.full_disks},
-      {"state", j.state},
-      {"progress", {{"done", j.done}, {"total", j.total}}},
-      {"created", TimeOrNull(j.created_ms)},
-      {"started", TimeOrNull(j.started_ms)},
-      {"ended", TimeOrNull(j.ended_ms)},
-  };
-  if (!j.error.empty()) {
-    out["error"] = j.error;
-    out["code"] = j.code;
-  }
-  return out;
-}
 
 nlohmann::json JobResponse(const Job& j) {
   nlohmann::json out = {{"id", j.id}, {"state", j.state}};

@@ -1,6 +1,7 @@
 // JobTable: one record per control request, accepted or rejected
 // (control/jobs/<id>.json). Records live in memory for the daemon's life;
-// the catalog persists them (Catalog::PutJob).
+// the catalog persists them (Catalog::PutJob). The record itself, Job, is
+// plain data in backend/store/job_record.h.
 //
 // Which records are kept: a job still queued or running is never evicted
 // (its request handler, its backup thread and `--wait` still read it; one
@@ -25,33 +26,12 @@
 #include <vector>
 
 #include "backend/status.h"
+#include "backend/store/job_record.h"
 
 namespace ckptfs {
 
-struct Job {
-  std::string id;
-  std::string kind;     // checkpoint | backup | release
-  std::string request;  // the request line, sanitised
-  std::string domain;
-  std::string checkpoint;
-  std::string mode;  // full | incremental, once known
-  std::string base;
-  // Incremental jobs: the disks copied in full all the same, because their
-  // bitmap of the base was missing or inconsistent.
-  std::vector<std::string> full_disks;
-  std::string state = "queued";  // queued|running|succeeded|failed|rejected
-  std::string error;
-  std::string code;              // CodeName of the error
-  uint64_t done = 0, total = 0;  // progress, bytes
-  int64_t created_ms = 0, started_ms = 0, ended_ms = 0;
-};
-
-nlohmann::json JobToJson(const Job& job);
 // The reply a client reads back from the control file.
 nlohmann::json JobResponse(const Job& job);
-
-// "" becomes null in JSON records.
-nlohmann::json StrOrNull(const std::string& s);
 
 class JobTable {
  public:

@@ -47,8 +47,8 @@
 #include <vector>
 
 #include "backend/status.h"
+#include "backend/store/job_record.h"
 #include "backend/store/types.h"
-#include "mountd/jobs.h"
 
 struct sqlite3;
 
@@ -165,10 +165,6 @@ class Catalog {
   int64_t data_version_ = -1;  // guarded by mu_
   uint64_t version_ = 0;       // guarded by mu_
 };
-
-// Parses a record written by JobToJson. Tolerant: missing or mistyped
-// fields keep Job's defaults; times have second precision.
-Job JobFromJson(const nlohmann::json& j);
 
 // Parses a manifest row's changes column, JSON [[offset, length], ...] as
 // the catalog writes it. Tolerant: the store's record holds the
