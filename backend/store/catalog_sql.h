@@ -133,4 +133,9 @@ class WriteTxn {
   bool durable_ = false;
 };
 
+// Takes the schema of db to Catalog::kSchemaVersion in one durable
+// transaction (catalog_schema.cc); kUnsupported if a newer ckptfs upgraded
+// it past that.
+Status Migrate(sqlite3* db, const std::string& path);
+
 }  // namespace ckptfs::catalog_sql
