@@ -12,8 +12,8 @@ PACKAGES=(
   libfuse3-dev libvirt-dev libnbd-dev libsqlite3-dev libzstd-dev libssl-dev
   libxml2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
   libgtest-dev libgmock-dev libsystemd-dev
-  # packaging (issue 12, in progress): dpkg-shlibdeps for cpack -G DEB,
-  # man -w and bash completion to check what the package installs
+  # packaging (docs/PACKAGING.md): dpkg-shlibdeps for cpack -G DEB,
+  # man -w and bash completion for tests/integration/test_package.sh
   dpkg-dev fakeroot man-db bash-completion
   # fuzz targets (clang + libFuzzer, in libclang-rt-14-dev) and symbolised
   # sanitizer reports (llvm-symbolizer)
