@@ -121,7 +121,7 @@ class NbdSource : public ImageSource {
   Result<uint64_t> allocated_bytes();
 
  private:
-  class Connection;  // One libnbd handle and its I/O thread (nbd_source.cc).
+  class Connection;  // One libnbd handle and its I/O thread (nbd_connection.h).
 
   NbdSource() = default;
 
