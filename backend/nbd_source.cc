@@ -120,39 +120,31 @@ Status NbdSource::AllDead() const {
       why.message() + "; no NBD connection is left, reopen the source");
 }
 
-Status NbdSource::preadv(std::span<const std::span<std::byte>> bufs,
-                         uint64_t offset) {
-  uint64_t total = 0;
-  for (const auto& b : bufs) total += b.size();
-  if (total == 0) return Status::Ok();
-  if (offset > size_ || total > size_ - offset) {
-    return InvalidArgument("NBD export '" + export_name_ + "': read of " +
-                           std::to_string(total) + " bytes at offset " +
-                           std::to_string(offset) + " is beyond the size " +
-                           std::to_string(size_));
-  }
+// A piece is one NBD read. Unaligned head and tail pieces (only when the
+// server has a minimum block size) read whole blocks into `bounce`.
+struct NbdSource::ReadPiece {
+  Connection::Command cmd;
+  uint64_t offset = 0;  // Of the NBD read.
+  uint32_t length = 0;
+  std::byte* dst = nullptr;
+  std::vector<std::byte> bounce;
+  size_t skip = 0;  // Bounce: bytes before the caller's data.
+  size_t copy = 0;  // Bounce: bytes to copy to dst.
+};
 
-  // A piece is one NBD read. Unaligned head and tail pieces (only when the
-  // server has a minimum block size) read whole blocks into `bounce`.
-  struct Piece {
-    Connection::Command cmd;
-    uint64_t offset = 0;  // Of the NBD read.
-    uint32_t length = 0;
-    std::byte* dst = nullptr;
-    std::vector<std::byte> bounce;
-    size_t skip = 0;  // Bounce: bytes before the caller's data.
-    size_t copy = 0;  // Bounce: bytes to copy to dst.
-  };
+// Each buffer is covered by its own pieces, so no piece straddles two
+// buffers and every byte lands where it belongs without a staging copy.
+std::vector<NbdSource::ReadPiece> NbdSource::PlanRead(
+    std::span<const std::span<std::byte>> bufs, uint64_t offset,
+    uint64_t total) const {
   const uint64_t mask = min_block_ - 1;
-  std::vector<Piece> pieces;
+  std::vector<ReadPiece> pieces;
   pieces.reserve(bufs.size() + total / max_request_ + 2);
-  // Each buffer is covered by its own pieces, so no piece straddles two
-  // buffers and every byte lands where it belongs without a staging copy.
   uint64_t buf_offset = offset;
   for (const auto& buf : bufs) {
     const uint64_t end = buf_offset + buf.size();
     auto add_bounce = [&](uint64_t from, uint64_t to) {
-      Piece& p = pieces.emplace_back();
+      ReadPiece& p = pieces.emplace_back();
       p.offset = from & ~mask;
       p.length = static_cast<uint32_t>(
           std::min<uint64_t>(min_block_, size_ - p.offset));
@@ -169,7 +161,7 @@ Status NbdSource::preadv(std::span<const std::span<std::byte>> bufs,
     }
     const uint64_t aligned_end = std::max(pos, end & ~mask);
     while (pos < aligned_end) {
-      Piece& p = pieces.emplace_back();
+      ReadPiece& p = pieces.emplace_back();
       p.offset = pos;
       p.length = static_cast<uint32_t>(
           std::min<uint64_t>(max_request_, aligned_end - pos));
@@ -179,11 +171,27 @@ Status NbdSource::preadv(std::span<const std::span<std::byte>> bufs,
     if (pos < end) add_bounce(pos, end);
     buf_offset = end;
   }
+  return pieces;
+}
+
+Status NbdSource::preadv(std::span<const std::span<std::byte>> bufs,
+                         uint64_t offset) {
+  uint64_t total = 0;
+  for (const auto& b : bufs) total += b.size();
+  if (total == 0) return Status::Ok();
+  if (offset > size_ || total > size_ - offset) {
+    return InvalidArgument("NBD export '" + export_name_ + "': read of " +
+                           std::to_string(total) + " bytes at offset " +
+                           std::to_string(offset) + " is beyond the size " +
+                           std::to_string(size_));
+  }
+
+  std::vector<ReadPiece> pieces = PlanRead(bufs, offset, total);
 
   // Everything goes in flight at once; pieces must not move from here on.
   Batch batch;
   Status st;
-  for (Piece& p : pieces) {
+  for (ReadPiece& p : pieces) {
     p.cmd.batch = &batch;
     void* target = p.bounce.empty() ? static_cast<void*>(p.dst)
                                     : static_cast<void*>(p.bounce.data());
@@ -195,7 +203,7 @@ Status NbdSource::preadv(std::span<const std::span<std::byte>> bufs,
   batch.Wait();
   if (!st.ok()) return st;
 
-  for (const Piece& p : pieces) {
+  for (const ReadPiece& p : pieces) {
     if (p.cmd.err != 0) {
       return p.cmd.conn->CommandStatus(
           p.cmd, "NBD export '" + export_name_ + "': read of " +
@@ -203,7 +211,7 @@ Status NbdSource::preadv(std::span<const std::span<std::byte>> bufs,
                      std::to_string(p.offset));
     }
   }
-  for (const Piece& p : pieces) {
+  for (const ReadPiece& p : pieces) {
     if (!p.bounce.empty()) {
       std::memcpy(p.dst, p.bounce.data() + p.skip, p.copy);
     }

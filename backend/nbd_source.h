@@ -133,6 +133,12 @@ class NbdSource : public ImageSource {
   Status StartOnLiveConnection(StartFn&& start);
   // The reason why no connection is usable, for errors.
   Status AllDead() const;
+  // One NBD read of a preadv (nbd_source.cc), and the reads covering `bufs`:
+  // split at max_request(), unaligned heads and tails bounced through whole
+  // min_block_ blocks.
+  struct ReadPiece;
+  std::vector<ReadPiece> PlanRead(std::span<const std::span<std::byte>> bufs,
+                                  uint64_t offset, uint64_t total) const;
   // Walks `context` over [offset, offset + length) with block status calls,
   // calling fn(offset, length, flags) for each extent, clipped, in order.
   template <typename Fn>
