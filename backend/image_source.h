@@ -1,9 +1,10 @@
 // ImageSource: the small contract every image provider answers (nbdkit's
 // plugin table in miniature): size, read at offset, extents, and hints.
 //
-// Sources are decorated, not flagged: the block cache, read-ahead and fault
-// injection wrap any ImageSource (see cache/ and tests/), and the stack is
-// assembled in one place (mountd/source_factory).
+// Sources are decorated, not flagged: the block cache (with its read-ahead,
+// docs/ARCHITECTURE.md says why that is inside it) and the tests' fault
+// injection (tests/fakes/injecting_image_source.h) wrap any ImageSource, and
+// the stack is assembled in one place (mountd/source_factory).
 //
 // Thread safety: every method may be called concurrently from any thread;
 // an implementation that cannot do so serialises internally.

@@ -1,6 +1,6 @@
-// Tests of BlockCache over in-memory fakes: MemorySource (deterministic
-// pattern), CountingSource (counts reads, can delay or hold them) and
-// FaultSource (fails chosen ranges or the first N reads). No timed
+// Tests of BlockCache over in-memory fakes: PatternSource (deterministic
+// pattern) and tests/fakes' InjectingImageSource (counts reads, can delay or
+// hold them, fails chosen ranges or the first N reads). No timed
 // assertions: concurrency tests synchronise on the cache's own counters.
 #include <gtest/gtest.h>
 
@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cache/block_cache.h"
+#include "tests/fakes/injecting_image_source.h"
 
 namespace ckptfs {
 namespace {
@@ -59,9 +60,9 @@ int64_t FirstMismatch(uint64_t seed, std::span<const std::byte> buf,
 // An image whose byte at offset o is PatternByte(seed, o). Rejects (and
 // counts) requests out of range or above max_request, which the cache must
 // never send.
-class MemorySource : public ImageSource {
+class PatternSource : public ImageSource {
  public:
-  MemorySource(uint64_t size, uint64_t seed, uint32_t max_request = 32u << 20)
+  PatternSource(uint64_t size, uint64_t seed, uint32_t max_request = 32u << 20)
       : size_(size), seed_(seed), max_request_(max_request) {}
 
   uint64_t size() const override { return size_; }
@@ -94,180 +95,6 @@ class MemorySource : public ImageSource {
   const uint64_t seed_;
   const uint32_t max_request_;
   std::atomic<uint64_t> bad_requests_{0};
-};
-
-// A scatter read as one request (as NbdSource issues it): the fakes below
-// count and fault it like a single pread of the whole range.
-Status ScatterViaPread(ImageSource& source,
-                       std::span<const std::span<std::byte>> bufs,
-                       uint64_t offset) {
-  size_t total = 0;
-  for (const auto& b : bufs) total += b.size();
-  std::vector<std::byte> tmp(total);
-  RETURN_IF_ERROR(source.pread(tmp, offset));
-  size_t pos = 0;
-  for (const auto& b : bufs) {
-    std::memcpy(b.data(), tmp.data() + pos, b.size());
-    pos += b.size();
-  }
-  return Status::Ok();
-}
-
-// Forwards to a base source and records every read. Reads can be delayed (to
-// widen races) or held at a gate until ReleaseReads().
-class CountingSource : public ImageSource {
- public:
-  explicit CountingSource(std::shared_ptr<ImageSource> base)
-      : base_(std::move(base)) {}
-
-  uint64_t size() const override { return base_->size(); }
-  uint32_t max_request() const override { return base_->max_request(); }
-
-  Status preadv(std::span<const std::span<std::byte>> bufs,
-                uint64_t offset) override {
-    return ScatterViaPread(*this, bufs, offset);
-  }
-
-  Status pread(std::span<std::byte> buf, uint64_t offset) override {
-    std::chrono::microseconds delay;
-    {
-      std::unique_lock lock(mu_);
-      ++reads_;
-      bytes_ += buf.size();
-      max_request_seen_ = std::max<uint64_t>(max_request_seen_, buf.size());
-      reads_by_offset_[offset].push_back(buf.size());
-      ++inflight_;
-      delay = delay_;
-      gate_cv_.wait(lock, [&] { return !hold_; });
-    }
-    if (delay.count() > 0) std::this_thread::sleep_for(delay);
-    Status status = base_->pread(buf, offset);
-    std::lock_guard lock(mu_);
-    --inflight_;
-    return status;
-  }
-
-  void set_delay(std::chrono::microseconds delay) {
-    std::lock_guard lock(mu_);
-    delay_ = delay;
-  }
-  void HoldReads() {
-    std::lock_guard lock(mu_);
-    hold_ = true;
-  }
-  void ReleaseReads() {
-    {
-      std::lock_guard lock(mu_);
-      hold_ = false;
-    }
-    gate_cv_.notify_all();
-  }
-
-  uint64_t reads() const {
-    std::lock_guard lock(mu_);
-    return reads_;
-  }
-  uint64_t bytes() const {
-    std::lock_guard lock(mu_);
-    return bytes_;
-  }
-  uint64_t inflight() const {
-    std::lock_guard lock(mu_);
-    return inflight_;
-  }
-  uint64_t max_request_seen() const {
-    std::lock_guard lock(mu_);
-    return max_request_seen_;
-  }
-  // Offset -> lengths of the reads at that offset.
-  std::map<uint64_t, std::vector<uint64_t>> reads_by_offset() const {
-    std::lock_guard lock(mu_);
-    return reads_by_offset_;
-  }
-  // Bytes of [offset, offset + length) read, counting overlaps.
-  uint64_t BytesReadIn(uint64_t offset, uint64_t length) const {
-    std::lock_guard lock(mu_);
-    uint64_t total = 0;
-    for (const auto& [off, lengths] : reads_by_offset_) {
-      for (uint64_t len : lengths) {
-        const uint64_t lo = std::max(off, offset);
-        const uint64_t hi = std::min(off + len, offset + length);
-        if (lo < hi) total += hi - lo;
-      }
-    }
-    return total;
-  }
-
- private:
-  const std::shared_ptr<ImageSource> base_;
-  mutable std::mutex mu_;
-  std::condition_variable gate_cv_;
-  bool hold_ = false;
-  std::chrono::microseconds delay_{0};
-  uint64_t reads_ = 0;
-  uint64_t bytes_ = 0;
-  uint64_t inflight_ = 0;
-  uint64_t max_request_seen_ = 0;
-  std::map<uint64_t, std::vector<uint64_t>> reads_by_offset_;
-};
-
-// Forwards to a base source, failing reads that touch given ranges, or the
-// first N reads, with a given Status.
-class FaultSource : public ImageSource {
- public:
-  explicit FaultSource(std::shared_ptr<ImageSource> base)
-      : base_(std::move(base)) {}
-
-  uint64_t size() const override { return base_->size(); }
-  uint32_t max_request() const override { return base_->max_request(); }
-
-  Status preadv(std::span<const std::span<std::byte>> bufs,
-                uint64_t offset) override {
-    return ScatterViaPread(*this, bufs, offset);
-  }
-
-  Status pread(std::span<std::byte> buf, uint64_t offset) override {
-    {
-      std::lock_guard lock(mu_);
-      if (fail_first_ > 0) {
-        --fail_first_;
-        return first_status_;
-      }
-      for (const Range& r : ranges_) {
-        if (offset < r.offset + r.length && r.offset < offset + buf.size()) {
-          return r.status;
-        }
-      }
-    }
-    return base_->pread(buf, offset);
-  }
-
-  void FailRange(uint64_t offset, uint64_t length, Status status) {
-    std::lock_guard lock(mu_);
-    ranges_.push_back({offset, length, std::move(status)});
-  }
-  void FailFirstReads(int n, Status status) {
-    std::lock_guard lock(mu_);
-    fail_first_ = n;
-    first_status_ = std::move(status);
-  }
-  void Clear() {
-    std::lock_guard lock(mu_);
-    ranges_.clear();
-    fail_first_ = 0;
-  }
-
- private:
-  struct Range {
-    uint64_t offset;
-    uint64_t length;
-    Status status;
-  };
-  const std::shared_ptr<ImageSource> base_;
-  std::mutex mu_;
-  std::vector<Range> ranges_;
-  int fail_first_ = 0;
-  Status first_status_;
 };
 
 BlockCacheOptions Options(uint64_t capacity_blocks, unsigned readahead,
@@ -341,7 +168,7 @@ TEST(BlockCacheOptionsTest, ConstructorClampsInvalidValues) {
 
 TEST(BlockCacheTest, ForwardsSizeExtentsAndMaxRequest) {
   BlockCache cache(Options(16, 0));
-  auto mem = std::make_shared<MemorySource>(10 * kBlock + 7, 1, 3 * kBlock);
+  auto mem = std::make_shared<PatternSource>(10 * kBlock + 7, 1, 3 * kBlock);
   auto image = cache.Wrap(mem);
   EXPECT_EQ(image->size(), mem->size());
   EXPECT_EQ(image->max_request(), 3 * kBlock);
@@ -356,7 +183,7 @@ TEST(BlockCacheTest, RandomReadsMatchPattern) {
     SCOPED_TRACE(readahead);
     BlockCache cache(Options(16, readahead));
     const uint64_t size = 37 * kBlock + 1234;  // short last block
-    auto mem = std::make_shared<MemorySource>(size, 7);
+    auto mem = std::make_shared<PatternSource>(size, 7);
     auto image = cache.Wrap(mem);
 
     // Edges: the whole image, the short last block, block boundaries.
@@ -387,8 +214,8 @@ TEST(BlockCacheTest, RandomReadsMatchPattern) {
 
 TEST(BlockCacheTest, EmptyAndOutOfRangeReads) {
   BlockCache cache(Options(16, 0));
-  auto counting = std::make_shared<CountingSource>(
-      std::make_shared<MemorySource>(3 * kBlock, 1));
+  auto counting = std::make_shared<InjectingImageSource>(
+      std::make_shared<PatternSource>(3 * kBlock, 1));
   auto image = cache.Wrap(counting);
   std::vector<std::byte> buf(100);
   EXPECT_TRUE(image->pread(std::span<std::byte>(), 5).ok());
@@ -401,8 +228,8 @@ TEST(BlockCacheTest, EmptyAndOutOfRangeReads) {
 
 TEST(BlockCacheTest, CountsHitsAndMisses) {
   BlockCache cache(Options(64, 0));
-  auto counting = std::make_shared<CountingSource>(
-      std::make_shared<MemorySource>(8 * kBlock, 3));
+  auto counting = std::make_shared<InjectingImageSource>(
+      std::make_shared<PatternSource>(8 * kBlock, 3));
   auto image = cache.Wrap(counting);
 
   ASSERT_TRUE(ReadsPattern(*image, 3, 0, 100));
@@ -433,8 +260,8 @@ TEST(BlockCacheTest, CountsHitsAndMisses) {
 
 TEST(BlockCacheTest, ShortLastBlockIsChargedByItsLength) {
   BlockCache cache(Options(16, 0));
-  auto counting = std::make_shared<CountingSource>(
-      std::make_shared<MemorySource>(2 * kBlock + 100, 4));
+  auto counting = std::make_shared<InjectingImageSource>(
+      std::make_shared<PatternSource>(2 * kBlock + 100, 4));
   auto image = cache.Wrap(counting);
   ASSERT_TRUE(ReadsPattern(*image, 4, 2 * kBlock + 50, 50));
   EXPECT_EQ(cache.stats().resident_bytes, 100u);
@@ -443,8 +270,8 @@ TEST(BlockCacheTest, ShortLastBlockIsChargedByItsLength) {
 
 TEST(BlockCacheTest, AdjacentMissesShareOneSourceRead) {
   BlockCache cache(Options(64, 0));
-  auto counting = std::make_shared<CountingSource>(
-      std::make_shared<MemorySource>(16 * kBlock, 5));
+  auto counting = std::make_shared<InjectingImageSource>(
+      std::make_shared<PatternSource>(16 * kBlock, 5));
   auto image = cache.Wrap(counting);
 
   ASSERT_TRUE(ReadsPattern(*image, 5, 0, 8 * kBlock));
@@ -468,8 +295,8 @@ TEST(BlockCacheTest, AdjacentMissesShareOneSourceRead) {
 TEST(BlockCacheTest, SourceReadsNeverExceedMaxRequest) {
   {
     BlockCache cache(Options(64, 0));
-    auto mem = std::make_shared<MemorySource>(20 * kBlock, 6, 2 * kBlock);
-    auto counting = std::make_shared<CountingSource>(mem);
+    auto mem = std::make_shared<PatternSource>(20 * kBlock, 6, 2 * kBlock);
+    auto counting = std::make_shared<InjectingImageSource>(mem);
     auto image = cache.Wrap(counting);
     ASSERT_TRUE(ReadsPattern(*image, 6, 100, 10 * kBlock));
     EXPECT_EQ(counting->max_request_seen(), 2u * kBlock);
@@ -481,8 +308,8 @@ TEST(BlockCacheTest, SourceReadsNeverExceedMaxRequest) {
     BlockCacheOptions options = Options(64, 0);
     options.block_size = 4 * kBlock;
     BlockCache cache(options);
-    auto mem = std::make_shared<MemorySource>(10 * kBlock + 5, 6, kBlock);
-    auto counting = std::make_shared<CountingSource>(mem);
+    auto mem = std::make_shared<PatternSource>(10 * kBlock + 5, 6, kBlock);
+    auto counting = std::make_shared<InjectingImageSource>(mem);
     auto image = cache.Wrap(counting);
     ASSERT_TRUE(ReadsPattern(*image, 6, 0, 10 * kBlock + 5));
     EXPECT_EQ(counting->max_request_seen(), kBlock);
@@ -497,7 +324,7 @@ TEST(BlockCacheTest, BudgetHoldsUnderLoad) {
   std::vector<std::shared_ptr<ImageSource>> images;
   for (uint64_t i = 0; i < 2; ++i) {
     images.push_back(
-        cache.Wrap(std::make_shared<MemorySource>(sizes[i], 10 + i)));
+        cache.Wrap(std::make_shared<PatternSource>(sizes[i], 10 + i)));
   }
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> over_budget{0};
@@ -541,8 +368,8 @@ TEST(BlockCacheTest, BudgetHoldsUnderLoad) {
 TEST(BlockCacheTest, ConcurrentMissesOfOneBlockReadTheSourceOnce) {
   constexpr int kThreads = 8;
   BlockCache cache(Options(16, 0));
-  auto counting = std::make_shared<CountingSource>(
-      std::make_shared<MemorySource>(8 * kBlock, 8));
+  auto counting = std::make_shared<InjectingImageSource>(
+      std::make_shared<PatternSource>(8 * kBlock, 8));
   auto image = cache.Wrap(counting);
   counting->HoldReads();
   std::vector<std::thread> threads;
@@ -569,9 +396,9 @@ TEST(BlockCacheTest, ConcurrentMissesOfOneBlockReadTheSourceOnce) {
 TEST(BlockCacheTest, FailedFillReachesAllWaitersAndIsNotCached) {
   constexpr int kThreads = 8;
   BlockCache cache(Options(16, 0));
-  auto fault = std::make_shared<FaultSource>(
-      std::make_shared<MemorySource>(8 * kBlock, 9));
-  auto counting = std::make_shared<CountingSource>(fault);
+  auto fault = std::make_shared<InjectingImageSource>(
+      std::make_shared<PatternSource>(8 * kBlock, 9));
+  auto counting = std::make_shared<InjectingImageSource>(fault);
   auto image = cache.Wrap(counting);
   const Status injected(Code::kIoError, "nbd: connection reset; reconnect");
   fault->FailFirstReads(1, injected);
@@ -607,9 +434,9 @@ TEST(BlockCacheTest, FailedFillReachesAllWaitersAndIsNotCached) {
 
 TEST(BlockCacheTest, ErrorsPropagateUnchangedAndAreRetried) {
   BlockCache cache(Options(32, 0));
-  auto fault = std::make_shared<FaultSource>(
-      std::make_shared<MemorySource>(8 * kBlock, 11));
-  auto counting = std::make_shared<CountingSource>(fault);
+  auto fault = std::make_shared<InjectingImageSource>(
+      std::make_shared<PatternSource>(8 * kBlock, 11));
+  auto counting = std::make_shared<InjectingImageSource>(fault);
   auto image = cache.Wrap(counting);
   const Status injected(Code::kTimedOut, "nbd read timed out");
   fault->FailRange(3 * kBlock + 5, 1, injected);
@@ -635,8 +462,8 @@ TEST(BlockCacheTest, ErrorsPropagateUnchangedAndAreRetried) {
 // Sequential scan of `blocks` blocks in `step`-byte reads; returns stats.
 BlockCacheStats Scan(unsigned readahead, uint64_t blocks, uint64_t step) {
   BlockCache cache(Options(256, readahead, 4));
-  auto counting = std::make_shared<CountingSource>(
-      std::make_shared<MemorySource>(blocks * kBlock, 12));
+  auto counting = std::make_shared<InjectingImageSource>(
+      std::make_shared<PatternSource>(blocks * kBlock, 12));
   counting->set_delay(std::chrono::microseconds(200));
   auto image = cache.Wrap(counting);
   for (uint64_t pos = 0; pos < blocks * kBlock; pos += step) {
@@ -671,8 +498,8 @@ TEST(BlockCacheTest, SequentialReadAheadReducesMisses) {
 TEST(BlockCacheTest, RandomReadsTriggerNoReadAhead) {
   constexpr uint64_t kBlocks = 256;
   BlockCache cache(Options(64, 16, 4));
-  auto counting = std::make_shared<CountingSource>(
-      std::make_shared<MemorySource>(kBlocks * kBlock, 13));
+  auto counting = std::make_shared<InjectingImageSource>(
+      std::make_shared<PatternSource>(kBlocks * kBlock, 13));
   auto image = cache.Wrap(counting);
   // Distinct even blocks: no read starts in or right after a block read
   // before.
@@ -694,8 +521,8 @@ TEST(BlockCacheTest, RandomReadsTriggerNoReadAhead) {
 TEST(BlockCacheTest, InterleavedSequentialReadersBothReadAhead) {
   constexpr uint64_t kBlocks = 128;
   BlockCache cache(Options(256, 16, 4));
-  auto counting = std::make_shared<CountingSource>(
-      std::make_shared<MemorySource>(kBlocks * kBlock, 14));
+  auto counting = std::make_shared<InjectingImageSource>(
+      std::make_shared<PatternSource>(kBlocks * kBlock, 14));
   auto image = cache.Wrap(counting);
   for (uint64_t b = 0; b < kBlocks / 2; ++b) {
     ASSERT_TRUE(ReadsPattern(*image, 14, b * kBlock, kBlock));
@@ -706,25 +533,6 @@ TEST(BlockCacheTest, InterleavedSequentialReadersBothReadAhead) {
   EXPECT_GT(stats.readahead_fills, 0u);
   EXPECT_EQ(counting->bytes(), kBlocks * kBlock);
 }
-
-// Calls a probe before every read it forwards, then delays the read, so that
-// read-ahead fills pile up in flight.
-class ProbeSource : public ImageSource {
- public:
-  ProbeSource(std::shared_ptr<ImageSource> base, std::function<void()> probe)
-      : base_(std::move(base)), probe_(std::move(probe)) {}
-  uint64_t size() const override { return base_->size(); }
-  uint32_t max_request() const override { return base_->max_request(); }
-  Status pread(std::span<std::byte> buf, uint64_t offset) override {
-    probe_();
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    return base_->pread(buf, offset);
-  }
-
- private:
-  const std::shared_ptr<ImageSource> base_;
-  const std::function<void()> probe_;
-};
 
 // In-flight blocks cannot be evicted, so read-ahead must not claim more than
 // half of a shard's budget. 8 sequential readers of 8 images, 4 shards of 4
@@ -745,8 +553,13 @@ TEST(BlockCacheTest, ReadAheadInFlightStaysWithinHalfTheBudget) {
   std::vector<std::thread> readers;
   std::atomic<int> failures{0};
   for (int r = 0; r < kReaders; ++r) {
-    auto image = cache.Wrap(std::make_shared<ProbeSource>(
-        std::make_shared<MemorySource>(kBlocks * kBlock, 20 + r), probe));
+    // The probe runs before every read and the read is delayed, so that
+    // read-ahead fills pile up in flight.
+    auto probing = std::make_shared<InjectingImageSource>(
+        std::make_shared<PatternSource>(kBlocks * kBlock, 20 + r));
+    probing->SetProbe(probe);
+    probing->set_delay(std::chrono::milliseconds(2));
+    auto image = cache.Wrap(probing);
     readers.emplace_back([&failures, image, r] {
       for (uint64_t b = 0; b < kBlocks; ++b) {
         if (!ReadsPattern(*image, 20 + r, b * kBlock, kBlock)) ++failures;
@@ -766,8 +579,8 @@ TEST(BlockCacheTest, ReadAheadFailureFailsOnlyReadsOfTheBadBlock) {
   constexpr uint64_t kBlocks = 64;
   constexpr uint64_t kBad = 20;
   BlockCache cache(Options(256, 16, 4));
-  auto fault = std::make_shared<FaultSource>(
-      std::make_shared<MemorySource>(kBlocks * kBlock, 15));
+  auto fault = std::make_shared<InjectingImageSource>(
+      std::make_shared<PatternSource>(kBlocks * kBlock, 15));
   auto image = cache.Wrap(fault);
   const Status injected(Code::kIoError, "bad sector");
   fault->FailRange(kBad * kBlock + 100, 1, injected);
@@ -789,8 +602,8 @@ TEST(BlockCacheTest, ReadAheadFailureFailsOnlyReadsOfTheBadBlock) {
 
 TEST(BlockCacheTest, DestroyingAWrapperDropsItsBlocks) {
   BlockCache cache(Options(64, 0));
-  auto mem_a = std::make_shared<MemorySource>(8 * kBlock, 16);
-  auto mem_b = std::make_shared<MemorySource>(4 * kBlock + 10, 17);
+  auto mem_a = std::make_shared<PatternSource>(8 * kBlock, 16);
+  auto mem_b = std::make_shared<PatternSource>(4 * kBlock + 10, 17);
   auto image_a = cache.Wrap(mem_a);
   auto image_b = cache.Wrap(mem_b);
   ASSERT_TRUE(ReadsPattern(*image_a, 16, 0, 8 * kBlock));
@@ -811,8 +624,8 @@ TEST(BlockCacheTest, DestroyingAWrapperDropsItsBlocks) {
 
 TEST(BlockCacheTest, DestroyingAWrapperDuringReadAheadPublishesNothing) {
   BlockCache cache(Options(256, 16, 2));
-  auto counting = std::make_shared<CountingSource>(
-      std::make_shared<MemorySource>(256 * kBlock, 18));
+  auto counting = std::make_shared<InjectingImageSource>(
+      std::make_shared<PatternSource>(256 * kBlock, 18));
   counting->set_delay(std::chrono::microseconds(500));
   auto image = cache.Wrap(counting);
   for (uint64_t b = 0; b < 6; ++b) {
@@ -826,7 +639,7 @@ TEST(BlockCacheTest, DestroyingAWrapperDuringReadAheadPublishesNothing) {
 
 TEST(BlockCacheTest, WrapperOutlivesTheCache) {
   auto cache = std::make_unique<BlockCache>(Options(64, 16, 2));
-  auto image = cache->Wrap(std::make_shared<MemorySource>(64 * kBlock, 19));
+  auto image = cache->Wrap(std::make_shared<PatternSource>(64 * kBlock, 19));
   for (uint64_t b = 0; b < 4; ++b) {
     ASSERT_TRUE(ReadsPattern(*image, 19, b * kBlock, kBlock));
   }
@@ -844,7 +657,7 @@ TEST(BlockCacheTest, StressManyThreadsSeveralImages) {
   struct Img {
     uint64_t seed;
     uint64_t size;
-    std::shared_ptr<FaultSource> fault;
+    std::shared_ptr<InjectingImageSource> fault;
     std::shared_ptr<ImageSource> image;
   };
   std::vector<Img> images;
@@ -852,9 +665,9 @@ TEST(BlockCacheTest, StressManyThreadsSeveralImages) {
                             40 * kBlock + 1};
   for (uint64_t i = 0; i < 4; ++i) {
     Img img{100 + i, sizes[i], nullptr, nullptr};
-    auto mem = std::make_shared<MemorySource>(img.size, img.seed,
-                                              i == 2 ? 3 * kBlock : 32u << 20);
-    img.fault = std::make_shared<FaultSource>(mem);
+    auto mem = std::make_shared<PatternSource>(img.size, img.seed,
+                                               i == 2 ? 3 * kBlock : 32u << 20);
+    img.fault = std::make_shared<InjectingImageSource>(mem);
     img.image = cache.Wrap(img.fault);
     images.push_back(img);
   }
