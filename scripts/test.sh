@@ -19,13 +19,13 @@
 #   CKPTFS_CI_ASAN        "all" (default) or "unit": the tests of the asan stage
 #   CKPTFS_CI_TSAN        "all" (default) or "unit": the same for tsan
 #   CKPTFS_CI_JOBS        tests run at once, default 3
-#   CKPTFS_FUZZ_SECONDS   seconds each fuzz target runs, default 30
+#   CKPTFS_FUZZ_SECONDS   seconds each fuzz target runs, default 20
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 read -r -a stages <<<"${CKPTFS_CI_STAGES:-default asan tsan fuzz}"
 jobs=${CKPTFS_CI_JOBS:-3}
-fuzz_seconds=${CKPTFS_FUZZ_SECONDS:-30}
+fuzz_seconds=${CKPTFS_FUZZ_SECONDS:-20}
 usage() {
   echo "test.sh: $*" >&2
   exit 2
