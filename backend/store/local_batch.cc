@@ -1,18 +1,11 @@
 // LocalObjectStore::Batch: one writer's temporaries, renamed into place
 // together at Commit with two syncfs calls (local_object_store.h).
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
-#include <cstdio>
-#include <filesystem>
-#include <functional>
 #include <mutex>
-#include <random>
-#include <utility>
 #include <vector>
 
 #include "backend/store/local_files.h"

@@ -6,15 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
-#include <cstdio>
-#include <filesystem>
-#include <functional>
-#include <mutex>
-#include <random>
-#include <utility>
-#include <vector>
 
 #include "backend/store/local_files.h"
 #include "backend/store/local_object_store.h"

@@ -7,10 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <filesystem>
-#include <functional>
-#include <mutex>
 #include <random>
 #include <utility>
 #include <vector>
