@@ -1,6 +1,9 @@
 #include "fs/tree.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <map>
 
 namespace ckptfs {
 
@@ -33,6 +36,54 @@ const Node* Tree::Find(std::string_view path) const {
   auto it = nodes_.find(std::string(path));
   return it == nodes_.end() ? nullptr : &it->second;
 }
+
+namespace {
+
+using Checkpoints = std::vector<std::shared_ptr<const CheckpointView>>;
+
+// A domain's key: its uuid, or its name when the uuid is unknown.
+std::string DomainKey(const std::string& name, const std::string& uuid) {
+  return uuid.empty() ? "name:" + name : uuid;
+}
+
+// The directories of domains/ and their checkpoints (see TreeInput).
+std::map<std::string, Checkpoints> DomainDirs(const TreeInput& in) {
+  struct Group {
+    std::string name;
+    std::string uuid;
+    bool here = false;  // libvirt has it on this host
+    int64_t newest = INT64_MIN;
+    Checkpoints checkpoints;
+  };
+  std::map<std::string, Group> groups;
+  for (const auto& d : in.domains) {
+    Group& g = groups[DomainKey(d.name, d.uuid)];
+    g.name = d.name;
+    g.uuid = d.uuid;
+    g.here = true;
+  }
+  for (const auto& c : in.checkpoints) {
+    Group& g = groups[DomainKey(c->domain, c->domain_uuid)];
+    g.uuid = c->domain_uuid;
+    if (!g.here && c->created >= g.newest) {
+      g.name = c->domain;
+      g.newest = c->created;
+    }
+    g.checkpoints.push_back(c);
+  }
+  std::map<std::string, int> uses;
+  for (const auto& [key, g] : groups) ++uses[g.name];
+  std::map<std::string, Checkpoints> dirs;
+  for (auto& [key, g] : groups) {
+    const bool plain = uses[g.name] == 1 || g.here || g.uuid.empty();
+    const std::string dir = plain ? g.name : g.name + "@" + g.uuid;
+    Checkpoints& out = dirs[dir];
+    out.insert(out.end(), g.checkpoints.begin(), g.checkpoints.end());
+  }
+  return dirs;
+}
+
+}  // namespace
 
 class TreeBuilder {
  public:
@@ -77,12 +128,8 @@ class TreeBuilder {
       Add("/control/jobs/" + id + ".json", NodeType::kJob, 0400, t).key = id;
     }
 
-    std::map<std::string, std::vector<std::shared_ptr<const CheckpointView>>>
-        by_domain;
-    for (const auto& d : in_.domains) by_domain[d];
-    for (const auto& c : in_.checkpoints) by_domain[c->domain].push_back(c);
-    for (auto& [domain, cps] : by_domain) {
-      const std::string dpath = "/domains/" + domain;
+    for (auto& [dir, cps] : DomainDirs(in_)) {
+      const std::string dpath = "/domains/" + dir;
       Add(dpath, NodeType::kDir, dir_perm_, t);
       std::stable_sort(
           cps.begin(), cps.end(),

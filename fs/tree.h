@@ -78,8 +78,22 @@ class InodeTable {
   uint64_t builds_ = 0;  // guarded by mu_
 };
 
+// A domain libvirt has on this host.
+struct TreeDomain {
+  std::string name;
+  std::string uuid;  // "" when unknown (tests): told apart by name alone
+};
+
+// domains/ holds one directory per domain, told apart by uuid: a domain's
+// checkpoints (live or stored) sit under the directory of their
+// domain_uuid, named by the domain's libvirt name here, or else by the name
+// its newest checkpoint recorded. When several uuids share a name (a
+// domain undefined and defined again; same-named domains of two hosts
+// sharing a store), the one libvirt has here keeps the plain name and every
+// other is "<name>@<uuid>", so no path ever means two domains, and a path
+// does not change when a backup arrives.
 struct TreeInput {
-  std::vector<std::string> domains;  // defined or running, any order
+  std::vector<TreeDomain> domains;  // defined or running, any order
   std::vector<std::shared_ptr<const CheckpointView>> checkpoints;
   std::vector<std::string> job_ids;
   std::vector<std::string> control_files = {"checkpoint", "release"};

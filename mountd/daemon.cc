@@ -108,7 +108,7 @@ void Daemon::Publish() {
   for (const auto& v : stored_->List()) {
     bool live = false;
     for (const auto& l : in.checkpoints) {
-      live |= l->domain == v->domain && l->name == v->name;
+      live |= l->domain_uuid == v->domain_uuid && l->name == v->name;
     }
     if (!live) in.checkpoints.push_back(v);
   }
@@ -124,12 +124,12 @@ void Daemon::ReloadDomains() {
   if (!list.ok()) {
     spdlog::warn("cannot list domains: {}", list.status().ToString());
   } else {
-    std::vector<std::string> names;
+    std::vector<TreeDomain> domains;
     for (const auto& d : *list) {
-      if (ValidateDomainName(d.name).ok()) names.push_back(d.name);
+      if (ValidateDomainName(d.name).ok()) domains.push_back({d.name, d.uuid});
     }
     std::lock_guard lock(publish_mu_);
-    domains_ = std::move(names);
+    domains_ = std::move(domains);
   }
   Publish();
 }

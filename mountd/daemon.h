@@ -91,7 +91,7 @@ class Daemon : public NamespaceHost {
 
   Namespace namespace_;
   std::mutex publish_mu_;             // serialises rebuilds
-  std::vector<std::string> domains_;  // guarded by publish_mu_
+  std::vector<TreeDomain> domains_;  // guarded by publish_mu_
 
   std::mutex events_mu_;
   std::condition_variable events_cv_;

@@ -13,6 +13,8 @@ namespace {
 // '.': a damaged or foreign store) is not served.
 Status CheckNames(const BackupRecord& r) {
   RETURN_IF_ERROR(ValidateDomainName(r.domain).Annotate("domain"));
+  // The uuid names the domain's directory when two domains share a name.
+  RETURN_IF_ERROR(ValidateDomainName(r.domain_uuid).Annotate("domain uuid"));
   RETURN_IF_ERROR(ValidateCheckpointName(r.checkpoint).Annotate("checkpoint"));
   for (const auto& d : r.disks) {
     RETURN_IF_ERROR(ValidateDiskName(d.name).Annotate("disk"));

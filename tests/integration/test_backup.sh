@@ -2,7 +2,8 @@
 # Backups into the store: a full and two incremental backups of a running
 # 2-disk domain with guest writes during each job; every backup byte-identical
 # to its expected state once its export has ended, again after a remount and
-# after the domain is undefined; the incremental jobs read only the bytes the
+# after the domain is undefined, and apart from a new domain of the same name
+# (under "<name>@<uuid>"); the incremental jobs read only the bytes the
 # guest dirtied; identical data in a second domain is stored once.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -105,11 +106,36 @@ assert_eq "$(stored_chunks)" "$before" "chunks stored for data already in the st
 cmp_image "$MP/domains/$DOM2/d1/vda.img" "$(expected_file "$DOM2" 0)" "d1 vda.img"
 
 # ----------------------------------------------------------------- undefined domain
+OLD_UUID=$(virsh domuuid "$DOM")
 virsh -q destroy "$DOM" >/dev/null
 virsh -q undefine "$DOM" --checkpoints-metadata >/dev/null
 wait_for "$DOM stays listed with its backups" 30 test -d "$MP/domains/$DOM/b3"
 check_backup "$MP" b3 b2 incremental
 check_backup "$MP" b1 null full
+
+# ----------------------------------------------------------------- same name, new domain
+# A new domain of the old one's name (a new uuid) takes the name; the old
+# one's backups move to "<name>@<uuid>", and a checkpoint of the same name
+# in both stays apart.
+OLD_WORK=$CKT_WORK/old-$DOM
+cp -a "$(dom_work "$DOM")" "$OLD_WORK"
+make_domain "$DOM" 64M
+guest_write "$DOM" 0 0x71 3M 256k
+mark "$DOM" b1
+id=$(ctl_accepted backup "$DOM name=b1")
+wait_job "$id" succeeded
+D="$MP/domains/$DOM"
+OLD="$MP/domains/$DOM@$OLD_UUID"
+wait_for "$OLD appears" 30 test -d "$OLD/b4"
+cmp_image "$D/b1/vda.img" "$(expected_file "$DOM" 0 b1)" "new domain's b1 vda.img"
+assert_eq "$(ls "$D")" "$(printf 'b1\nlatest')" "the new $DOM's checkpoints"
+for c in b1 b2 b3 b4; do
+  for i in 0 1; do
+    t=$(disk_target $i)
+    cmp_image "$OLD/$c/$t.img" "$OLD_WORK/$t.$c.raw" "old domain's $c $t.img"
+  done
+done
+assert_symlink "$OLD/latest" b4
 
 ckpt_umount "$MP"
 

@@ -47,7 +47,7 @@ std::vector<std::byte> Bytes(size_t n) {
 
 TreeInput Input() {
   TreeInput in;
-  in.domains = {"vm1"};
+  in.domains = {{"vm1"}};
   in.control_files = {"backup", "checkpoint", "release"};
   in.job_ids = {"j1"};
   in.readme = "hello\n";

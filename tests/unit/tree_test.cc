@@ -30,7 +30,7 @@ std::shared_ptr<const CheckpointView> MakeCheckpoint(const std::string& domain,
 TEST(TreeTest, Layout) {
   InodeTable inodes;
   TreeInput in;
-  in.domains = {"vm2", "vm1"};
+  in.domains = {{"vm2"}, {"vm1"}};
   in.checkpoints = {MakeCheckpoint("vm1", "b", 200),
                     MakeCheckpoint("vm1", "a", 100)};
   in.job_ids = {"j1"};
@@ -140,6 +140,52 @@ TEST(TreeTest, CheckpointOfUndefinedDomainStillShown) {
   in.checkpoints = {MakeCheckpoint("gone", "a", 1)};
   auto t = BuildTree(in, inodes);
   EXPECT_NE(t->Find("/domains/gone/a/vda.img"), nullptr);
+}
+
+std::shared_ptr<const CheckpointView> OfUuid(
+    std::shared_ptr<const CheckpointView> v, const std::string& uuid) {
+  auto copy = std::make_shared<CheckpointView>(*v);
+  copy->domain_uuid = uuid;
+  return copy;
+}
+
+// Two domains of one name (defined again here, or another host's in a shared
+// store): libvirt's keeps the name, the other is "<name>@<uuid>", and
+// checkpoints of the same name in both stay apart.
+TEST(TreeTest, SameNameDomainsToldApartByUuid) {
+  InodeTable inodes;
+  TreeInput in;
+  in.domains = {{"vm1", "u-new"}};
+  in.checkpoints = {OfUuid(MakeCheckpoint("vm1", "a", 1), "u-old"),
+                    OfUuid(MakeCheckpoint("vm1", "a", 5), "u-new"),
+                    OfUuid(MakeCheckpoint("vm1", "b", 3), "u-old")};
+  auto t = BuildTree(in, inodes);
+  EXPECT_EQ(t->Find("/domains")->children,
+            (std::vector<std::string>{"vm1", "vm1@u-old"}));
+  EXPECT_EQ(t->Find("/domains/vm1/a")->mtime, 5);
+  EXPECT_EQ(t->Find("/domains/vm1/b"), nullptr);
+  EXPECT_EQ(t->Find("/domains/vm1@u-old/a")->mtime, 1);
+  EXPECT_EQ(t->Find("/domains/vm1@u-old/latest")->content, "b");
+
+  // Neither is a domain here: both carry their uuid; a name alone is shown
+  // plain. A domain renamed here gathers its checkpoints under its new name.
+  in.domains = {{"renamed", "u-ren"}};
+  in.checkpoints.push_back(OfUuid(MakeCheckpoint("solo", "s", 1), "u-solo"));
+  in.checkpoints.push_back(OfUuid(MakeCheckpoint("old", "r", 1), "u-ren"));
+  t = BuildTree(in, inodes);
+  EXPECT_EQ(
+      t->Find("/domains")->children,
+      (std::vector<std::string>{"renamed", "solo", "vm1@u-new", "vm1@u-old"}));
+  EXPECT_NE(t->Find("/domains/renamed/r/vda.img"), nullptr);
+
+  // A stored-only domain takes the name of its newest checkpoint.
+  in.domains = {};
+  in.checkpoints = {OfUuid(MakeCheckpoint("before", "a", 1), "u1"),
+                    OfUuid(MakeCheckpoint("after", "b", 2), "u1")};
+  t = BuildTree(in, inodes);
+  EXPECT_EQ(t->Find("/domains")->children, (std::vector<std::string>{"after"}));
+  EXPECT_EQ(t->Find("/domains/after")->children,
+            (std::vector<std::string>{"a", "b", "latest"}));
 }
 
 TEST(SeekTest, DataAndHoles) {
