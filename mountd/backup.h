@@ -16,8 +16,8 @@
 #include <optional>
 #include <string>
 
-#include "backend/store/store.h"
 #include "backend/store/catalog.h"
+#include "backend/store/store.h"
 #include "fs/checkpoint_view.h"
 #include "mountd/jobs.h"
 

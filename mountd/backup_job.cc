@@ -18,13 +18,15 @@ std::string HostName() {
 
 BackupJobs::BackupJobs(LibvirtClient& libvirt, LiveExports& exports,
                        Store& store, Catalog& catalog,
-                       StoredCheckpoints& stored, JobTable& jobs, Hooks hooks)
+                       StoredCheckpoints& stored, JobTable& jobs,
+                       std::string host_id, Hooks hooks)
     : libvirt_(libvirt),
       exports_(exports),
       store_(store),
       catalog_(catalog),
       stored_(stored),
       jobs_(jobs),
+      host_id_(std::move(host_id)),
       hooks_(std::move(hooks)),
       runner_(store, catalog, jobs) {}
 
@@ -187,7 +189,7 @@ Result<std::string> BackupJobs::LockStore(const DomainInfo& dom,
   // names its owner and the backup, so that this host's daemon started
   // after this one was killed removes what it left (RemoveStaleLocks).
   Store::Lock store_lock;
-  store_lock.host = HostName();
+  store_lock.host = host_id_;
   store_lock.name =
       store_lock.host + "-" + std::to_string(getpid()) + "-" + job_id;
   store_lock.started = NowMs() / 1000;

@@ -24,9 +24,9 @@
 #include <vector>
 
 #include "backend/libvirt_client.h"
+#include "backend/store/catalog.h"
 #include "backend/store/store.h"
 #include "mountd/backup.h"
-#include "backend/store/catalog.h"
 #include "mountd/control.h"
 #include "mountd/exports.h"
 #include "mountd/jobs.h"
@@ -34,8 +34,7 @@
 
 namespace ckptfs {
 
-// This host's name, as store locks record it (a daemon removes the locks of
-// dead daemons of its own host only).
+// This host's name: the default host id (DaemonOptions::host_id).
 std::string HostName();
 
 class BackupJobs {
@@ -51,7 +50,7 @@ class BackupJobs {
 
   BackupJobs(LibvirtClient& libvirt, LiveExports& exports, Store& store,
              Catalog& catalog, StoredCheckpoints& stored, JobTable& jobs,
-             Hooks hooks);
+             std::string host_id, Hooks hooks);
   ~BackupJobs();  // CancelAll()
 
   // control/backup: fixes the point in time, starts the job's thread and
@@ -114,6 +113,7 @@ class BackupJobs {
   Catalog& catalog_;
   StoredCheckpoints& stored_;
   JobTable& jobs_;
+  const std::string host_id_;  // store locks carry it
   const Hooks hooks_;
   BackupRunner runner_;
   std::atomic<bool> cancel_{false};

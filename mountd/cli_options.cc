@@ -29,6 +29,9 @@ void AddMountCommands(CLI::App& app, CommandLine& cl) {
       ->add_option("--store", ma.store,
                    "backup store directory (created on first use)")
       ->capture_default_str();
+  mount->add_option("--host-id", ma.host_id,
+                    "this daemon's name in a shared store (default: the "
+                    "host name)");
   mount->add_flag("-f,--foreground", ma.foreground,
                   "do not daemonise; log to stderr");
   mount->add_flag("--allow-other", ma.allow_other,

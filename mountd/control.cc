@@ -72,6 +72,22 @@ Status ValidateDiskName(std::string_view disk) {
   return Status::Ok();
 }
 
+Status ValidateHostId(std::string_view id) {
+  auto alnum = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9');
+  };
+  if (id.empty() || id.size() > 64 || !alnum(id[0]) ||
+      !std::all_of(id.begin(), id.end(), [&](char c) {
+        return alnum(c) || c == '.' || c == '_' || c == '-';
+      })) {
+    return InvalidArgument("bad host id '" + SanitizeForRecord(id) +
+                           "': use 1 to 64 of [A-Za-z0-9._-], starting with "
+                           "a letter or digit");
+  }
+  return Status::Ok();
+}
+
 std::string_view KindName(RequestKind kind) {
   switch (kind) {
     case RequestKind::kCheckpoint:

@@ -41,6 +41,9 @@ Status ValidateCheckpointName(std::string_view name);
 Status ValidateDomainName(std::string_view name);
 // Disk targets: 1..32 of [a-z0-9] (vda, sdb, hdc, xvda).
 Status ValidateDiskName(std::string_view disk);
+// A daemon's host id (--host-id): 1..64 of [A-Za-z0-9._-], starting with a
+// letter or digit, so that it fits in store keys and lock names as it is.
+Status ValidateHostId(std::string_view id);
 
 // A printable, bounded copy of a request line for job records and logs.
 std::string SanitizeForRecord(std::string_view line);

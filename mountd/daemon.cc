@@ -24,8 +24,17 @@ RequestKind ControlKind(std::string_view control) {
 
 }  // namespace
 
+namespace {
+DaemonOptions WithHostId(DaemonOptions o) {
+  if (o.host_id.empty()) o.host_id = HostName();
+  return o;
+}
+}  // namespace
+
 Daemon::Daemon(DaemonOptions options)
-    : options_(std::move(options)), started_(NowMs()), namespace_(*this) {}
+    : options_(WithHostId(std::move(options))),
+      started_(NowMs()),
+      namespace_(*this) {}
 
 Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   std::unique_ptr<Daemon> d(new Daemon(options));
@@ -66,7 +75,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   };
   d->backups_ = std::make_unique<BackupJobs>(
       *d->libvirt_, *d->exports_, *d->store_, *d->catalog_, *d->stored_,
-      d->jobs_, std::move(hooks));
+      d->jobs_, d->options_.host_id, std::move(hooks));
   d->exports_->SetBaseChooser([self](const DomainInfo& dom,
                                      const std::vector<std::string>& disks,
                                      const std::vector<CheckpointInfo>& cps) {
@@ -285,7 +294,7 @@ Status Daemon::ReconcileCatalog() {
 }
 
 void Daemon::RemoveStaleLocks() {
-  store_->RemoveStaleLocks(HostName(), [](int64_t pid) {
+  store_->RemoveStaleLocks(options_.host_id, [](int64_t pid) {
     return pid <= INT32_MAX && kill(static_cast<pid_t>(pid), 0) == 0;
   });
 }
@@ -319,6 +328,7 @@ std::string Daemon::StatusJson() const {
       {"libvirt_connected", libvirt_->alive()},
       {"libvirt_reconnects", libvirt_resyncs_.load()},
       {"run_dir", options_.run_dir},
+      {"host_id", options_.host_id},
       {"store", options_.store_dir},
       {"started", IsoTime(started_)},
       {"cache",

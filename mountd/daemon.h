@@ -22,8 +22,8 @@
 #include <vector>
 
 #include "backend/libvirt_client.h"
-#include "cache/block_cache.h"
 #include "backend/store/catalog.h"
+#include "cache/block_cache.h"
 #include "fs/namespace.h"
 #include "mountd/backup_job.h"
 #include "mountd/control.h"
@@ -40,6 +40,7 @@ struct DaemonOptions {
   std::string store_dir = "/var/lib/ckptfs/store";
   uint64_t cache_size = 256ull << 20;
   bool allow_other = false;
+  std::string host_id;  // ValidateHostId; store locks carry it
 };
 
 class Daemon : public NamespaceHost {
@@ -90,7 +91,7 @@ class Daemon : public NamespaceHost {
   std::atomic<uint64_t> libvirt_resyncs_{0};
 
   Namespace namespace_;
-  std::mutex publish_mu_;             // serialises rebuilds
+  std::mutex publish_mu_;            // serialises rebuilds
   std::vector<TreeDomain> domains_;  // guarded by publish_mu_
 
   std::mutex events_mu_;

@@ -76,6 +76,9 @@ Result<DaemonOptions> MakeDaemonOptions(const MountArgs& a) {
   o.run_dir = a.run_dir;
   o.store_dir = a.store;
   o.allow_other = a.allow_other;
+  o.host_id = a.host_id.empty() ? HostName() : a.host_id;
+  RETURN_IF_ERROR(ValidateHostId(o.host_id).Annotate(
+      a.host_id.empty() ? "the host name (give --host-id)" : "--host-id"));
   auto size = ParseSize(a.cache_size);
   if (!size.ok()) return size.status().Annotate("--cache-size");
   o.cache_size = *size;

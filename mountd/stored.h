@@ -17,9 +17,9 @@
 #include <string>
 #include <vector>
 
+#include "backend/store/catalog.h"
 #include "backend/store/store.h"
 #include "cache/block_cache.h"
-#include "backend/store/catalog.h"
 #include "fs/checkpoint_view.h"
 
 namespace ckptfs {

@@ -47,6 +47,13 @@ refuse 1 "--cache-size 4k is below the minimum of 1M" "${m[@]}" --cache-size 4k
 refuse 1 "--cache-size: size '99999999T' too large" "${m[@]}" --cache-size 99999999T
 nothing_changed "bad --cache-size"
 
+refuse 1 "--host-id: bad host id 'a/b': use 1 to 64 of" "${m[@]}" --host-id a/b
+refuse 1 "--host-id: bad host id '-a'" "${m[@]}" --host-id=-a
+refuse 1 "--host-id: bad host id '.a'" "${m[@]}" --host-id .a
+refuse 1 "--host-id: bad host id 'h h'" "${m[@]}" --host-id "h h"
+refuse 1 "--host-id: bad host id '$(printf 'x%.0s' {1..65})'" "${m[@]}" --host-id "$(printf 'x%.0s' {1..65})"
+nothing_changed "bad --host-id"
+
 refuse 1 "mount point $W/nonexistent" mount "$W/nonexistent" --run-dir "$RUN" --store "$STORE"
 refuse 1 ".*afile is not a directory" mount "$W/afile" --run-dir "$RUN" --store "$STORE"
 long=$W/$(printf 'r%.0s' {1..100})

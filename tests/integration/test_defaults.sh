@@ -77,6 +77,7 @@ MP=$CKT_MP
 D="$MP/domains/$DOM"
 assert_json "$MP/control/status.json" run_dir "$DEF/run"
 assert_json "$MP/control/status.json" store "$DEF/store"
+assert_json "$MP/control/status.json" host_id "$(hostname)"
 assert_owner_mode "$DEF" root 711
 assert_owner_mode "$DEF/run" root 711
 assert_owner_mode "$DEF/run/.lock" root 600

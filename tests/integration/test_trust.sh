@@ -174,6 +174,29 @@ rm -f "$STORE/locks/$lockname@$uuid+2Frun9"
 mv "$CKT_WORK/run9.record" "$prefix/backup.json"
 remount
 cmp_both run9 "run9 after its record is back"
+
+# A dead daemon's lock under host id "hostB" (a store shared by hosts): the
+# daemon of this host leaves it alone; one started with --host-id hostB
+# removes it, and says who it is in status.json.
+sleep 0 &
+dead=$!
+wait "$dead"
+python3 - "$STORE/locks" "$dead" "$uuid" <<'PY'
+import json, os, sys, time
+d, pid, uuid = sys.argv[1:4]
+json.dump({"started": int(time.time()), "host": "hostB", "pid": int(pid),
+           "domain_uuid": uuid, "checkpoint": "run9"},
+          open(os.path.join(d, "hostB-" + pid + "-job8@" + uuid + "+2Frun9"), "w"))
+PY
+remount
+assert_json "$CKT_MP/control/status.json" host_id "$host"
+assert_exists "$STORE/locks/hostB-$dead-job8@$uuid+2Frun9"
+ckpt_umount
+ckpt_mount --host-id hostB
+assert_json "$CKT_MP/control/status.json" host_id hostB
+assert_not_exists "$STORE/locks/hostB-$dead-job8@$uuid+2Frun9"
+remount
+cmp_both run9 "run9 after host B's daemon removed its dead lock"
 fi
 
 # ----------------------------------------------------------------- 10. damaged chunk heals

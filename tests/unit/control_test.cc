@@ -136,5 +136,21 @@ TEST(ControlTest, MessagesSayWhatToDo) {
       << r.status().message();
 }
 
+TEST(ControlTest, HostIds) {
+  for (const char* ok : {"a", "node-2", "Host_1.example.org", "0"}) {
+    EXPECT_TRUE(ValidateHostId(ok).ok()) << ok;
+  }
+  const std::string too_long(65, 'x');
+  for (std::string_view bad :
+       {std::string_view(""), std::string_view("-a"), std::string_view(".a"),
+        std::string_view("a/b"), std::string_view("a b"),
+        std::string_view("a@b"), std::string_view("a\0b", 3),
+        std::string_view(too_long)}) {
+    Status st = ValidateHostId(bad);
+    EXPECT_EQ(st.code(), Code::kInvalidArgument) << bad;
+  }
+  EXPECT_TRUE(ValidateHostId(std::string(64, 'x')).ok());
+}
+
 }  // namespace
 }  // namespace ckptfs
