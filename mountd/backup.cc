@@ -156,7 +156,7 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
   });
   RETURN_IF_ERROR(Copy(plan, w, cancel));
   jobs_.Update(plan.job_id, [&](Job& j) { j.done = w.total; });
-  return Commit(w);
+  return Commit(plan, w);
 }
 
 Status BackupRunner::PlanDisk(const BackupPlan& plan, size_t d, Work& w) {
@@ -346,7 +346,7 @@ void BackupRunner::CopyTasks(const BackupPlan& plan, Work& w,
   }
 }
 
-Result<BackupRecord> BackupRunner::Commit(Work& w) {
+Result<BackupRecord> BackupRunner::Commit(const BackupPlan& plan, Work& w) {
   const uint64_t cs = w.cs;
   BackupRecord& record = w.record;
   // Durable in order: chunks (one commit for this job's), manifests, then
@@ -378,6 +378,9 @@ Result<BackupRecord> BackupRunner::Commit(Work& w) {
     Status ms = store_.PutManifest(record, m);
     if (!ms.ok()) return undo(ms);
     written.push_back(m.disk);
+  }
+  if (plan.before_record) {
+    if (Status hs = plan.before_record(); !hs.ok()) return undo(hs);
   }
   record.completed = NowMs() / 1000;
   if (Status ps = store_.PutBackup(record); !ps.ok()) return undo(ps);

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -27,6 +28,9 @@ struct BackupPlan {
   std::shared_ptr<const CheckpointView> view;  // live, with raw sources
   std::optional<BackupRecord> base;            // set: incremental from it
   std::string job_id;
+  // Called right before the record is written (the backup completes only
+  // if it returns ok): the store lock still holds (LockLease::Hold).
+  std::function<Status()> before_record;
 };
 
 class BackupRunner {
@@ -54,7 +58,7 @@ class BackupRunner {
                  const std::atomic<bool>& cancel);
   // Commit: chunks, manifests, record, catalog row, in that order; a
   // failure takes back what this job wrote.
-  Result<BackupRecord> Commit(Work& w);
+  Result<BackupRecord> Commit(const BackupPlan& plan, Work& w);
 
   Store& store_;
   Catalog& catalog_;

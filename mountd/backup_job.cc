@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "backend/clock.h"
+#include "mountd/lock_lease.h"
 
 namespace ckptfs {
 
@@ -19,7 +20,8 @@ std::string HostName() {
 BackupJobs::BackupJobs(LibvirtClient& libvirt, LiveExports& exports,
                        Store& store, Catalog& catalog,
                        StoredCheckpoints& stored, JobTable& jobs,
-                       std::string host_id, Hooks hooks)
+                       std::string host_id, std::chrono::seconds lock_lease,
+                       Hooks hooks)
     : libvirt_(libvirt),
       exports_(exports),
       store_(store),
@@ -27,6 +29,7 @@ BackupJobs::BackupJobs(LibvirtClient& libvirt, LiveExports& exports,
       stored_(stored),
       jobs_(jobs),
       host_id_(std::move(host_id)),
+      lock_lease_(lock_lease),
       hooks_(std::move(hooks)),
       runner_(store, catalog, jobs) {}
 
@@ -196,6 +199,7 @@ Result<std::string> BackupJobs::LockStore(const DomainInfo& dom,
   store_lock.pid = getpid();
   store_lock.domain_uuid = dom.uuid;
   store_lock.checkpoint = view.name;
+  store_lock.lease = lock_lease_.count();
   Status ls = store_.PutLock(store_lock);
   if (!ls.ok()) return ls.Annotate("cannot lock the store");
   return store_lock.name;
@@ -224,7 +228,14 @@ void BackupJobs::Launch(Launched job) {
 void BackupJobs::Copy(const Launched& job) {
   const std::string& domain = job.domain;
   const BackupPlan& plan = job.plan;
-  auto record = runner_.Run(plan, cancel_);
+  // The lease renews the store lock while the backup runs (gc on another
+  // host expires locks that are not renewed).
+  auto record = [&] {
+    LockLease lease(store_, job.lock_name, lock_lease_);
+    BackupPlan leased = plan;
+    leased.before_record = [&lease] { return lease.Hold(); };
+    return runner_.Run(leased, cancel_);
+  }();
   Status us = store_.DeleteLock(job.lock_name);
   if (!us.ok()) spdlog::warn("{}", us.ToString());
   Status st = ExplainFailure(domain, record.status());

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -50,7 +51,7 @@ class BackupJobs {
 
   BackupJobs(LibvirtClient& libvirt, LiveExports& exports, Store& store,
              Catalog& catalog, StoredCheckpoints& stored, JobTable& jobs,
-             std::string host_id, Hooks hooks);
+             std::string host_id, std::chrono::seconds lock_lease, Hooks hooks);
   ~BackupJobs();  // CancelAll()
 
   // control/backup: fixes the point in time, starts the job's thread and
@@ -114,6 +115,7 @@ class BackupJobs {
   StoredCheckpoints& stored_;
   JobTable& jobs_;
   const std::string host_id_;  // store locks carry it
+  const std::chrono::seconds lock_lease_;
   const Hooks hooks_;
   BackupRunner runner_;
   std::atomic<bool> cancel_{false};

@@ -32,6 +32,11 @@ void AddMountCommands(CLI::App& app, CommandLine& cl) {
   mount->add_option("--host-id", ma.host_id,
                     "this daemon's name in a shared store (default: the "
                     "host name)");
+  mount
+      ->add_option("--lock-lease", ma.lock_lease,
+                   "seconds a running backup's store lock lasts unrenewed "
+                   "(10-86400)")
+      ->capture_default_str();
   mount->add_flag("-f,--foreground", ma.foreground,
                   "do not daemonise; log to stderr");
   mount->add_flag("--allow-other", ma.allow_other,

@@ -20,7 +20,8 @@ struct MountArgs {
   std::string cache_size = "256M";
   std::string run_dir = "/var/lib/ckptfs/run";
   std::string store = "/var/lib/ckptfs/store";
-  std::string host_id;  // empty: the host name
+  std::string host_id;             // empty: the host name
+  std::string lock_lease = "600";  // seconds
   bool foreground = false;
   bool allow_other = false;
   bool debug = false;

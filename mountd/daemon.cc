@@ -75,7 +75,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   };
   d->backups_ = std::make_unique<BackupJobs>(
       *d->libvirt_, *d->exports_, *d->store_, *d->catalog_, *d->stored_,
-      d->jobs_, d->options_.host_id, std::move(hooks));
+      d->jobs_, d->options_.host_id, d->options_.lock_lease, std::move(hooks));
   d->exports_->SetBaseChooser([self](const DomainInfo& dom,
                                      const std::vector<std::string>& disks,
                                      const std::vector<CheckpointInfo>& cps) {

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -41,6 +42,9 @@ struct DaemonOptions {
   uint64_t cache_size = 256ull << 20;
   bool allow_other = false;
   std::string host_id;  // ValidateHostId; store locks carry it
+  // A running backup's store lock expires when not renewed for this long
+  // (Store::Lock::lease); it is renewed every quarter of it.
+  std::chrono::seconds lock_lease{600};
 };
 
 class Daemon : public NamespaceHost {

@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <charconv>
+#include <chrono>
 #include <climits>
 #include <cstdlib>
 #include <filesystem>
@@ -79,6 +81,17 @@ Result<DaemonOptions> MakeDaemonOptions(const MountArgs& a) {
   o.host_id = a.host_id.empty() ? HostName() : a.host_id;
   RETURN_IF_ERROR(ValidateHostId(o.host_id).Annotate(
       a.host_id.empty() ? "the host name (give --host-id)" : "--host-id"));
+  // Renewed every quarter of it; gc on any host may expire a lock that
+  // was not renewed for this long.
+  int64_t lease = 0;
+  const auto [end, ec] = std::from_chars(
+      a.lock_lease.data(), a.lock_lease.data() + a.lock_lease.size(), lease);
+  if (ec != std::errc() || end != a.lock_lease.data() + a.lock_lease.size() ||
+      lease < 10 || lease > 86400) {
+    return InvalidArgument("--lock-lease: '" + SanitizeForRecord(a.lock_lease) +
+                           "' is not a number of seconds from 10 to 86400");
+  }
+  o.lock_lease = std::chrono::seconds(lease);
   auto size = ParseSize(a.cache_size);
   if (!size.ok()) return size.status().Annotate("--cache-size");
   o.cache_size = *size;

@@ -180,6 +180,18 @@ int StoreReindex(const std::string& store_dir) {
 int StoreGc(const std::string& store_dir, bool dry_run) {
   auto store = OpenExisting(store_dir);
   if (!store.ok()) return Fail(store.status());
+  const int64_t now = NowMs() / 1000;
+  // Locks whose lease ran out (a host that died mid-backup) first: they go,
+  // with the incomplete backups they name, so they hold gc back no longer.
+  if (!dry_run) {
+    auto expired = (*store)->ExpireLocks(now);
+    if (!expired.ok()) return Fail(expired.status());
+    for (const auto& lock : *expired) {
+      std::cout << "removed expired lock: " << lock.name << " (host "
+                << lock.host << ", not renewed for " << now - lock.renewed
+                << " s)\n";
+    }
+  }
   auto locks = (*store)->ListLocks();
   if (!locks.ok()) return Fail(locks.status());
   for (const auto& lock : *locks) {
@@ -187,7 +199,7 @@ int StoreGc(const std::string& store_dir, bool dry_run) {
   }
   // Keep everything written or touched since the oldest running backup
   // began.
-  auto cutoff = (*store)->GcCutoff(NowMs() / 1000);
+  auto cutoff = (*store)->GcCutoff(now);
   if (!cutoff.ok()) return Fail(cutoff.status());
   auto stats = (*store)->CollectGarbage(*cutoff, dry_run);
   if (!stats.ok()) return Fail(stats.status());

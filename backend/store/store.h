@@ -221,19 +221,35 @@ class Store {
   // holding their start time and owner; gc keeps every chunk touched since
   // the oldest start. A lock left by a killed process only makes gc keep
   // more; its host's next daemon removes it (owners are matched by the
-  // fields, never by parsing names: host "node" is not "node-2").
+  // fields, never by parsing names: host "node" is not "node-2"). A lock
+  // with a lease is renewed by its writer (RenewLock) and expires when it
+  // was not renewed for `lease` seconds: a host that died mid-backup, or
+  // never comes back, does not hold gc back for good (ExpireLocks).
   struct Lock {
     std::string name;  // unique; the key component
     int64_t started = 0;
     std::string host;  // empty if unknown (an unreadable or older lock)
     int64_t pid = 0;
     std::string domain_uuid, checkpoint;  // the backup it writes, if known
+    int64_t lease = 0;    // seconds; 0: never expires (older locks)
+    int64_t renewed = 0;  // ListLocks: the object's last Put or renewal
     bool operator==(const Lock&) const = default;
   };
   Status PutLock(const Lock& lock);
   Status DeleteLock(const std::string& name);
+  // Restarts the lease of a lock this process holds; false if the lock is
+  // gone (it expired and gc removed it: the backup must not complete).
+  Result<bool> RenewLock(const std::string& name);
   // An unreadable lock is listed with started = 0 (it still protects).
   Result<std::vector<Lock>> ListLocks();
+  // Removes the locks whose lease ran out before `now` (epoch seconds), and
+  // the incomplete backup each names. The delete is atomic against
+  // RenewLock (ObjectStore::DeleteIfUnusedSince): a writer that renews in
+  // time keeps its lock, one that does not learns at its next renewal that
+  // the lock is gone, before it writes its record. So gc, which calls this
+  // before GcCutoff, never deletes what a backup that will complete needs.
+  // Returns the locks removed.
+  Result<std::vector<Lock>> ExpireLocks(int64_t now);
 
   struct GcStats {
     uint64_t chunks = 0;       // chunk objects seen
@@ -272,6 +288,8 @@ class Store {
 
  private:
   Store(std::shared_ptr<ObjectStore> objects, StoreConfig config);
+  // The incomplete backup (manifests, no record) a dead writer's lock names.
+  void RemovePartialBackupOf(const Lock& lock);
   // CollectGarbage's first step; returns the objects removed.
   Result<uint64_t> RemoveLeftovers(bool dry_run);
 

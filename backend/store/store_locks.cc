@@ -25,11 +25,16 @@ Status Store::PutLock(const Lock& lock) {
            {"host", lock.host},
            {"pid", lock.pid},
            {"domain_uuid", lock.domain_uuid},
-           {"checkpoint", lock.checkpoint}}
+           {"checkpoint", lock.checkpoint},
+           {"lease", lock.lease}}
           .dump(-1, ' ', false, json::error_handler_t::replace) +
       "\n";
   return objects_->Put(kLocksPrefix + EncodeKeyComponent(lock.name),
                        std::as_bytes(std::span(body.data(), body.size())));
+}
+
+Result<bool> Store::RenewLock(const std::string& name) {
+  return objects_->Touch(kLocksPrefix + EncodeKeyComponent(name));
 }
 
 Status Store::DeleteLock(const std::string& name) {
@@ -59,6 +64,7 @@ void ParseLockBody(std::string_view body, Store::Lock* lock) {
   };
   integer("started", &lock->started);
   integer("pid", &lock->pid);
+  integer("lease", &lock->lease);
   text("host", &lock->host);
   text("domain_uuid", &lock->domain_uuid);
   text("checkpoint", &lock->checkpoint);
@@ -79,6 +85,8 @@ Result<std::vector<Store::Lock>> Store::ListLocks() {
     // An unreadable lock still protects: started stays 0, so gc keeps
     // every chunk until someone removes it.
     ParseLockBody(AsText(*data), &lock);
+    auto renewed = objects_->ModifiedTime(key);
+    if (renewed.ok()) lock.renewed = *renewed;
     out.push_back(std::move(lock));
   }
   return out;
@@ -92,6 +100,21 @@ Result<int64_t> Store::GcCutoff(int64_t now) {
   return cutoff - 60;
 }
 
+void Store::RemovePartialBackupOf(const Lock& lock) {
+  // The backup it names never completed if it has no record: its
+  // manifests would pin chunks against gc and look like damage to verify.
+  if (lock.domain_uuid.empty() || lock.checkpoint.empty()) return;
+  BackupRecord partial;
+  partial.domain_uuid = lock.domain_uuid;
+  partial.checkpoint = lock.checkpoint;
+  auto record = GetBackup(partial.domain_uuid, partial.checkpoint);
+  if (!record.ok() && record.status().code() == Code::kNotFound &&
+      DeleteBackup(partial).ok()) {
+    spdlog::warn("removed the incomplete backup {} of a stopped backup",
+                 BackupId(lock.domain_uuid, lock.checkpoint));
+  }
+}
+
 void Store::RemoveStaleLocks(const std::string& host,
                              const std::function<bool(int64_t pid)>& alive) {
   // Locks of backups by dead daemons of this host would only make gc keep
@@ -102,22 +125,30 @@ void Store::RemoveStaleLocks(const std::string& host,
   for (const Lock& lock : *locks) {
     if (lock.host.empty() || lock.host != host) continue;
     if (lock.pid > 0 && alive(lock.pid)) continue;
-    // The backup it names never completed if it has no record: its
-    // manifests would pin chunks against gc and look like damage to verify.
-    if (!lock.domain_uuid.empty() && !lock.checkpoint.empty()) {
-      BackupRecord partial;
-      partial.domain_uuid = lock.domain_uuid;
-      partial.checkpoint = lock.checkpoint;
-      auto record = GetBackup(partial.domain_uuid, partial.checkpoint);
-      if (!record.ok() && record.status().code() == Code::kNotFound &&
-          DeleteBackup(partial).ok()) {
-        spdlog::warn("removed the incomplete backup {} of a stopped daemon",
-                     BackupId(lock.domain_uuid, lock.checkpoint));
-      }
-    }
+    RemovePartialBackupOf(lock);
     spdlog::info("removing the store lock of a stopped backup: {}", lock.name);
     (void)DeleteLock(lock.name);
   }
+}
+
+Result<std::vector<Store::Lock>> Store::ExpireLocks(int64_t now) {
+  ASSIGN_OR_RETURN(const auto locks, ListLocks());
+  std::vector<Lock> expired;
+  for (const Lock& lock : locks) {
+    if (lock.lease <= 0 || lock.renewed + lock.lease >= now) continue;
+    // Deleted only if nobody renewed it since the lease began: atomic
+    // against RenewLock, so a writer renewing now keeps its lock.
+    ASSIGN_OR_RETURN(
+        const bool deleted,
+        objects_->DeleteIfUnusedSince(
+            kLocksPrefix + EncodeKeyComponent(lock.name), now - lock.lease));
+    if (!deleted) continue;
+    spdlog::warn("store lock {} of host {} expired (not renewed for {} s)",
+                 lock.name, lock.host, now - lock.renewed);
+    RemovePartialBackupOf(lock);
+    expired.push_back(lock);
+  }
+  return expired;
 }
 
 }  // namespace ckptfs

@@ -153,6 +153,72 @@ TEST_F(GcTest, CutoffIsBeforeTheOldestLock) {
   EXPECT_EQ(*store_->GcCutoff(5000), 3000 - 60);
 }
 
+// A lock whose lease ran out goes, with the incomplete backup it names; a
+// renewed one, one without a lease and complete backups stay.
+TEST_F(GcTest, ExpiredLocksGoWithTheirIncompleteBackup) {
+  ASSERT_TRUE(Backup("a", Pattern(1, 2 * kChunk)).ok());
+  ASSERT_TRUE(store_
+                  ->PutLock({.name = "dead",
+                             .started = 1,
+                             .host = "hostA",
+                             .domain_uuid = "uuid",
+                             .checkpoint = "p",
+                             .lease = 10})
+                  .ok());
+  // What hostA's backup had written when it died: a manifest, no record.
+  BackupRecord partial = Record("p");
+  Manifest m{partial.id, "vda", kChunk, kChunk, {}};
+  m.chunks.push_back(*store_->PutChunk(Pattern(2, kChunk)));
+  ASSERT_TRUE(store_->PutManifest(partial, m).ok());
+  ASSERT_TRUE(
+      store_->PutLock({.name = "live", .started = 2, .lease = 10}).ok());
+  ASSERT_TRUE(store_->PutLock({.name = "old", .started = 3}).ok());
+  ASSERT_TRUE(*store_->RenewLock("live"));
+  const int64_t now = memory_->now() + 10;  // "live" was renewed just now
+
+  auto expired = store_->ExpireLocks(now);
+  ASSERT_TRUE(expired.ok()) << expired.status().ToString();
+  ASSERT_EQ(expired->size(), 1u);
+  EXPECT_EQ((*expired)[0].name, "dead");
+  EXPECT_EQ((*expired)[0].host, "hostA");
+  auto locks = store_->ListLocks();
+  ASSERT_TRUE(locks.ok());
+  std::vector<std::string> left;
+  for (const auto& l : *locks) left.push_back(l.name);
+  EXPECT_EQ(left, (std::vector<std::string>{"live", "old"}));
+  EXPECT_FALSE(*memory_->Exists(Store::ManifestKey("uuid", "p", "vda")));
+  EXPECT_TRUE(store_->GetBackup("uuid", "a").ok());
+  ExpectNoDanglingChunk();
+  // The dead writer learns it at its next renewal, before its record.
+  EXPECT_FALSE(*store_->RenewLock("dead"));
+  EXPECT_TRUE(*store_->RenewLock("live"));
+  // gc is held back by the live locks only.
+  EXPECT_EQ(*store_->GcCutoff(now), 2 - 60);
+}
+
+// A writer renewing while gc expires its lock: the delete is atomic with the
+// renewal, so the lock either stays (renewed first) or the writer's renewal
+// reports it gone; never a lock gc ignores that its writer thinks it holds.
+TEST_F(GcTest, RenewalRacingExpiryKeepsTheLock) {
+  ASSERT_TRUE(store_->PutLock({.name = "w", .started = 1, .lease = 10}).ok());
+  const int64_t now = memory_->now() + 11;  // expired, unless renewed
+  bool renewed = false;
+  memory_->SetHook([&](std::string_view op, const std::string& key) {
+    if (op == "delete-if-unused" && key.starts_with("locks/") && !renewed) {
+      renewed = true;
+      // Renewed after gc listed the lock, before its delete.
+      ASSERT_TRUE(*memory_->Touch(key));
+    }
+  });
+  auto expired = store_->ExpireLocks(now);
+  memory_->SetHook(nullptr);
+  ASSERT_TRUE(expired.ok());
+  EXPECT_TRUE(renewed);
+  EXPECT_TRUE(expired->empty());
+  EXPECT_EQ(store_->ListLocks()->size(), 1u);
+  EXPECT_TRUE(*store_->RenewLock("w"));
+}
+
 // Issue 11 item 9: owners are fields, not name prefixes.
 TEST_F(GcTest, LocksKeepTheirOwnerExactly) {
   ASSERT_TRUE(store_

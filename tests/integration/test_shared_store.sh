@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Two daemons sharing one store, as two hosts would ("hostA" and "hostB":
+# their own host ids, mounts and run dirs on one machine): a backup made by A
+# is listed and served by B, byte-identical; identical data from both is
+# stored once; gc and prune from B while A backs up lose nothing; A frozen
+# mid-backup past its lock's lease: B's gc expires the lock and A's backup
+# then fails instead of completing; A killed mid-backup: B's gc removes its
+# lock and, once old, only its orphans; every backup stays byte-identical.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+DOM=$(dom_name)
+DOM2=$(dom_name two)
+STORE=$CKT_WORK/store
+ck() { "$CKPTFS_BIN" "$@" --store "$STORE"; }
+chunk_files() { find "$STORE/chunks" -type f -not -name '.*' | wc -l; }
+temps() { find "$STORE/chunks" -type f -name '.*' | wc -l; }
+
+RAW="$CKT_WORK/random.raw"
+head -c 256M /dev/urandom >"$RAW"
+make_domain "$DOM" "raw:$RAW"
+make_domain "$DOM2" 64M
+# Data no other backup has, for the backup A is killed in: its copy writes
+# new chunks (temporaries until its commit).
+DOM3=$(dom_name three)
+head -c 256M /dev/urandom >"$CKT_WORK/random3.raw"
+make_domain "$DOM3" "raw:$CKT_WORK/random3.raw"
+
+mount_a() {
+  ckpt_mount --host-id hostA --lock-lease 10
+  MPA=$CKT_MP
+  PIDA=$CKT_PID
+  wait_for "$DOM on A" 30 test -d "$MPA/domains/$DOM"
+}
+mount_a
+ckpt_mount --host-id hostB --run-dir "$CKT_WORK/runB"
+MPB=$CKT_MP
+PIDB=$CKT_PID
+assert_json "$MPA/control/status.json" host_id hostA
+assert_json "$MPB/control/status.json" host_id hostB
+
+# Every complete backup, byte-identical from B's mount.
+declare -A EXPECT
+check_all() {  # WHAT
+  local k
+  for k in "${!EXPECT[@]}"; do
+    wait_for "$k on B" 30 test -e "$MPB/domains/$k"
+    cmp_image "$MPB/domains/$k" "${EXPECT[$k]}" "$k from B ($1)"
+  done
+}
+
+backup_on() {  # MP DOM NAME [WORDS] -> job id
+  CKT_MP=$1 ctl_accepted backup "$2 name=$3${4:+ $4}"
+}
+
+# A backup of DOM on A that surely runs for a while: its checkpoint is made
+# first, then QEMU is held (SIGSTOP) and the backup of that checkpoint starts;
+# its copy waits on the export until the caller resumes QEMU ($QPID).
+held_backup_on_a() {  # NAME -> job id
+  CKT_MP=$MPA ctl_ok checkpoint "$DOM name=$1" >/dev/null
+  kill -STOP "$QPID"
+  on_cleanup "kill -CONT $QPID 2>/dev/null"
+  CKT_MP=$MPA ctl_accepted backup "$DOM checkpoint=$1"
+}
+
+# ----------------------------------------------------------------- A backs up, B serves
+guest_write "$DOM" 0 0x41 1M 1M
+mark "$DOM" a1
+id=$(backup_on "$MPA" "$DOM" a1)
+CKT_MP=$MPA wait_job "$id" succeeded
+EXPECT["$DOM/a1/vda.img"]=$(expected_file "$DOM" 0 a1)
+check_all "A's full backup"
+
+# ----------------------------------------------------------------- dedup across hosts
+before=$(chunk_files)
+guest_write "$DOM2" 0 0x41 5M 1M   # the same bytes as a1's at 1M..2M
+mark "$DOM2" b1
+id=$(backup_on "$MPB" "$DOM2" b1)
+CKT_MP=$MPB wait_job "$id" succeeded
+assert_eq "$(chunk_files)" "$before" "chunks stored by B for data A stored already"
+EXPECT["$DOM2/b1/vda.img"]=$(expected_file "$DOM2" 0 b1)
+check_all "B's backup of the same data"
+
+# ----------------------------------------------------------------- gc + prune from B during A's backups
+QPID=$(qemu_pid "$DOM")
+for round in 1 2 3; do
+  guest_write "$DOM" 0 "0x5$round" "$((round * 20))M" 2M
+  mark "$DOM" "r$round"
+  # QEMU held while the incremental starts on A: its copy waits on the
+  # export, so prune (keeping the newest stored backup) and gc from B surely
+  # run while it is under way; then again until it ends.
+  id=$(held_backup_on_a "r$round")
+  f=$(job_file "$id" "$MPA")
+  for i in 1 2; do
+    ck prune --domain "$DOM" --keep-last 1 >/dev/null || fail "prune from B failed"
+    ck gc >/dev/null || fail "gc from B failed"
+  done
+  assert_json "$f" state running
+  kill -CONT "$QPID"
+  while [[ $(json_get "$f" state) == running ]]; do
+    ck prune --domain "$DOM" --keep-last 1 >/dev/null || fail "prune from B failed"
+    ck gc >/dev/null || fail "gc from B failed"
+  done
+  CKT_MP=$MPA wait_job "$id" succeeded
+  for k in "${!EXPECT[@]}"; do
+    [[ $k == "$DOM"/* ]] && unset "EXPECT[$k]"   # pruned (keep-last 1)
+  done
+  EXPECT["$DOM/r$round/vda.img"]=$(expected_file "$DOM" 0 "r$round")
+  check_all "round $round of gc + prune during a backup"
+done
+ck prune --domain "$DOM" --keep-last 1 >/dev/null
+out=$(ck verify) || fail "verify after the gc + prune rounds: $out"
+
+# ----------------------------------------------------------------- A frozen past its lease
+# A's daemon stopped (SIGSTOP: a hung or cut-off host) while its backup
+# waits on the held QEMU: it cannot renew its lock.
+guest_write "$DOM" 0 0x61 9M 64k
+id=$(held_backup_on_a frozen)
+assert_json "$(job_file "$id" "$MPA")" state running
+kill -STOP "$PIDA"
+on_cleanup "kill -CONT $PIDA 2>/dev/null"
+kill -CONT "$QPID"
+out=$(ck gc) || fail "gc while A is frozen: $out"
+assert_contains "$out" "backup running: hostA-" "gc keeps A's fresh lock"
+sleep 12   # > the 10 s lease
+out=$(ck gc) || fail "gc after A's lease ran out: $out"
+assert_contains "$out" "removed expired lock: hostA-" "gc from B expires A's lock"
+assert_contains "$out" "(host hostA, not renewed for" "gc says whose lock and why"
+kill -CONT "$PIDA"
+CKT_MP=$MPA wait_job "$id" failed 120
+assert_contains "$(json_get "$(job_file "$id" "$MPA")" error)" "expired and was removed" \
+  "A's backup after its lock expired"
+assert_not_exists "$STORE"/backups/*/frozen/backup.json
+check_all "after A's lease expired"
+
+# ----------------------------------------------------------------- A killed mid-backup
+# A full backup of DOM3, killed once its copy has written chunks: QEMU is
+# held the moment the first temporary appears, so the copy cannot finish.
+wait_for "$DOM3 on A" 30 test -d "$MPA/domains/$DOM3"
+id=$(backup_on "$MPA" "$DOM3" killed)
+python3 - "$STORE/chunks" "$(qemu_pid "$DOM3")" <<'PY' || fail "no chunk of A's backup appeared"
+import os, signal, sys, time
+top, qpid = sys.argv[1], int(sys.argv[2])
+deadline = time.time() + 120
+while time.time() < deadline:
+    for d in os.scandir(top):
+        if d.is_dir() and any(e.name.startswith(".") for e in os.scandir(d.path)):
+            os.kill(qpid, signal.SIGSTOP)
+            sys.exit(0)
+    time.sleep(0.002)
+sys.exit(1)
+PY
+on_cleanup "kill -CONT $(qemu_pid "$DOM3") 2>/dev/null"
+kill -9 "$PIDA"
+kill -CONT "$(qemu_pid "$DOM3")"
+pass "daemon A killed during backup 'killed' of $DOM3"
+umount -l "$MPA" 2>/dev/null || true
+assert_not_exists "$STORE"/backups/*/killed/backup.json
+sleep 11
+out=$(ck gc) || fail "gc after A died: $out"
+assert_contains "$out" "removed expired lock: hostA-" "B's gc removes the dead host's lock"
+assert_eq "$(ls "$STORE/locks" 2>/dev/null | wc -l)" 0 "locks left"
+# A's orphans (its temporaries and any chunk nothing references) go once
+# old; age everything, as an hour would.
+find "$STORE/chunks" -type f -exec touch -h -d '-2 hours' {} +
+n=$(temps)
+((n > 0)) || fail "no temporaries of A's killed backup to remove"
+out=$(ck gc) || fail "gc of A's orphans: $out"
+assert_contains "$out" "removed $n stale temporaries" "gc removes A's temporaries"
+assert_eq "$(temps)" 0 "temporaries left"
+out=$(ck verify) || fail "verify after A's orphans went: $out"
+check_all "after B's gc removed a dead host's orphans"
+
+# A comes back: its stale export ends, and its next backup is right.
+mount_a
+assert_no_job "$DOM3"
+guest_write "$DOM" 0 0x63 7M 64k
+mark "$DOM" back
+id=$(backup_on "$MPA" "$DOM" back)
+CKT_MP=$MPA wait_job "$id" succeeded
+EXPECT["$DOM/back/vda.img"]=$(expected_file "$DOM" 0 back)
+check_all "A's backup after it came back"
+pid_alive "$PIDB" || fail "daemon B died"
+
+ckpt_umount "$MPA"
+ckpt_umount "$MPB"
+say "PASS ($CKT_CHECKS checks)"
