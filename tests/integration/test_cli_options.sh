@@ -54,6 +54,11 @@ refuse 1 "--host-id: bad host id 'h h'" "${m[@]}" --host-id "h h"
 refuse 1 "--host-id: bad host id '$(printf 'x%.0s' {1..65})'" "${m[@]}" --host-id "$(printf 'x%.0s' {1..65})"
 nothing_changed "bad --host-id"
 
+for v in 9 86401 abc 10s ""; do
+  refuse 1 "--lock-lease: '$v' is not a number of seconds from 10 to 86400" "${m[@]}" --lock-lease "$v"
+done
+nothing_changed "bad --lock-lease"
+
 refuse 1 "mount point $W/nonexistent" mount "$W/nonexistent" --run-dir "$RUN" --store "$STORE"
 refuse 1 ".*afile is not a directory" mount "$W/afile" --run-dir "$RUN" --store "$STORE"
 long=$W/$(printf 'r%.0s' {1..100})
