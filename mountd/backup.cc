@@ -110,13 +110,14 @@ struct BackupRunner::Work {
   Work(const CheckpointView& v, uint64_t chunk_size)
       : view(v),
         cs(chunk_size),
-        manifests(v.disks.size()),
+        indexes(v.disks.size()),
         bytes_read(v.disks.size(), 0) {}
 
   const CheckpointView& view;
   const uint64_t cs;
   BackupRecord record;
-  std::vector<Manifest> manifests;
+  // The new index of each disk.
+  std::vector<std::unique_ptr<ChunkIndexBuilder>> indexes;
   std::vector<Task> tasks;
   uint64_t total = 0;  // bytes the tasks read from the export
   // This job's chunk writes, made durable and visible together; nothing of
@@ -162,19 +163,14 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
 Status BackupRunner::PlanDisk(const BackupPlan& plan, size_t d, Work& w) {
   const CheckpointDisk& disk = *w.view.disks[d];
   const uint64_t cs = w.cs;
-  Manifest& m = w.manifests[d];
-  m.backup_id = w.record.id;
-  m.disk = disk.target;
-  m.size = disk.size;
-  m.chunk_size = static_cast<uint32_t>(cs);
+  w.indexes[d] = store_.NewIndexBuilder(w.record, disk.target, disk.size);
   const uint64_t n = (disk.size + cs - 1) / cs;
-  m.chunks.assign(n, ChunkRef{});
   // A disk exported full in an incremental checkpoint (its bitmap of the
   // base was unusable) is copied in full: nothing comes from the base.
-  std::optional<Manifest> base_manifest;
+  std::shared_ptr<const ChunkIndex> base;
   if (plan.base && !disk.full) {
-    base_manifest = BaseManifest(plan, disk);
-    if (!base_manifest) {
+    base = BaseIndex(plan, disk);
+    if (!base) {
       jobs_.Update(plan.job_id,
                    [&](Job& j) { j.full_disks.push_back(disk.target); });
     }
@@ -188,28 +184,29 @@ Status BackupRunner::PlanDisk(const BackupPlan& plan, size_t d, Work& w) {
   // (the parent rule): .changes is always relative to the record's base.
   bd.changes = plan.base || disk.full ? disk.changed : DataRanges(disk.extents);
   w.record.disks.push_back(std::move(bd));
-  const Manifest* base = base_manifest ? &*base_manifest : nullptr;
-  for (uint64_t i = 0; i < n; ++i) RETURN_IF_ERROR(PlanChunk(d, i, base, w));
+  for (uint64_t i = 0; i < n; ++i) {
+    RETURN_IF_ERROR(PlanChunk(d, i, base.get(), w));
+  }
   return Status::Ok();
 }
 
-std::optional<Manifest> BackupRunner::BaseManifest(const BackupPlan& plan,
-                                                   const CheckpointDisk& disk) {
+std::shared_ptr<const ChunkIndex> BackupRunner::BaseIndex(
+    const BackupPlan& plan, const CheckpointDisk& disk) {
   const uint64_t cs = store_.chunk_size();
-  std::optional<Manifest> base_manifest;
+  std::shared_ptr<const ChunkIndex> base_index;
   for (const auto& bd : plan.base->disks) {
     if (bd.name != disk.target) continue;
-    auto bm = store_.GetManifest(*plan.base, disk.target);
+    auto bm = store_.OpenIndex(*plan.base, disk.target);
     if (!bm.ok()) {
       spdlog::warn("{}: base {}: {}", plan.view->domain, plan.base->id,
                    bm.status().ToString());
       continue;
     }
-    if (bm->size == disk.size && bm->chunk_size == cs) {
-      base_manifest = std::move(bm).value();
+    if ((*bm)->size() == disk.size && (*bm)->chunk_size() == cs) {
+      base_index = std::move(bm).value();
     }
   }
-  if (!base_manifest) {
+  if (!base_index) {
     // No usable manifest in the base (damaged, resized disk): copy the
     // disk in full rather than fail this and every later backup.
     spdlog::warn(
@@ -217,34 +214,40 @@ std::optional<Manifest> BackupRunner::BaseManifest(const BackupPlan& plan,
         "it in full",
         plan.view->domain, disk.target, plan.base->id);
   }
-  return base_manifest;
+  return base_index;
 }
 
-Status BackupRunner::PlanChunk(size_t d, uint64_t i, const Manifest* base,
+Status BackupRunner::PlanChunk(size_t d, uint64_t i, const ChunkIndex* base,
                                Work& w) {
   const CheckpointDisk& disk = *w.view.disks[d];
   const uint64_t cs = w.cs;
-  Manifest& m = w.manifests[d];
+  ChunkIndexBuilder& m = *w.indexes[d];
   std::vector<Task>& tasks = w.tasks;
+  ChunkRef base_ref;
+  if (base) {
+    ASSIGN_OR_RETURN(base_ref, base->Lookup(i));
+  }
   const uint64_t begin = i * cs;
   const uint64_t end = std::min(disk.size, begin + cs);
   if (base && !Overlaps(disk.changed, begin, end)) {
-    const ChunkRef& ref = base->chunks[i];
+    const ChunkRef& ref = base_ref;
     // Touch what we reuse: gc keeps chunks touched since the oldest
     // running backup began. One that is gone (gc ran after a prune of
     // the base) is simply read again from the export.
     if (ref.zero) {
-      m.chunks[i] = ref;
+      m.Set(i, ref);
       return Status::Ok();
     }
     ASSIGN_OR_RETURN(bool present, store_.TouchChunk(ref.hash));
     if (present) {
-      m.chunks[i] = ref;
+      m.Set(i, ref);
       return Status::Ok();
     }
   }
   if (AllZero(disk.extents, begin, end)) {
-    m.chunks[i].zero = true;
+    ChunkRef hole;
+    hole.zero = true;
+    m.Set(i, hole);
     return Status::Ok();
   }
   // A partly dirty chunk of an incremental: read only its dirty ranges
@@ -255,7 +258,7 @@ Status BackupRunner::PlanChunk(size_t d, uint64_t i, const Manifest* base,
     uint64_t dirty_bytes = 0;
     for (const auto& r : dirty) dirty_bytes += r.second;
     if (dirty_bytes > 0 && dirty_bytes < end - begin) {
-      tasks.push_back({d, i, 1, std::move(dirty), base->chunks[i]});
+      tasks.push_back({d, i, 1, std::move(dirty), base_ref});
       w.total += dirty_bytes;
       return Status::Ok();
     }
@@ -319,7 +322,7 @@ void BackupRunner::CopyTasks(const BackupPlan& plan, Work& w,
           store_.PutChunk(std::span(buf.data() + off, std::min(cs, len - off)),
                           nullptr, w.batch.get());
       if (ref.ok()) {
-        w.manifests[task.disk].chunks[task.chunk + c] = *ref;
+        w.indexes[task.disk]->Set(task.chunk + c, *ref);
       } else {
         st = ref.status();
         at = begin + off;
@@ -347,7 +350,6 @@ void BackupRunner::CopyTasks(const BackupPlan& plan, Work& w,
 }
 
 Result<BackupRecord> BackupRunner::Commit(Work& w) {
-  const uint64_t cs = w.cs;
   BackupRecord& record = w.record;
   // Durable in order: chunks (one commit for this job's), manifests, then
   // the record, then the catalog row. Every chunk a manifest names is then
@@ -365,19 +367,12 @@ Result<BackupRecord> BackupRunner::Commit(Work& w) {
     if (!ds.ok()) spdlog::warn("{}: {}", record.id, ds.ToString());
     return ExplainNoSpace(st);
   };
-  for (size_t d = 0; d < w.manifests.size(); ++d) {
-    const Manifest& m = w.manifests[d];
-    uint64_t allocated = 0;
-    for (uint64_t i = 0; i < m.chunks.size(); ++i) {
-      if (!m.chunks[i].zero) {
-        allocated += std::min<uint64_t>(cs, m.size - i * cs);
-      }
-    }
-    record.disks[d].allocated = allocated;
+  for (size_t d = 0; d < w.indexes.size(); ++d) {
+    record.disks[d].allocated = w.indexes[d]->allocated_bytes();
     record.disks[d].bytes_read = w.bytes_read[d];
-    Status ms = store_.PutManifest(record, m);
+    Status ms = store_.PutIndex(record, *w.indexes[d]);
     if (!ms.ok()) return undo(ms);
-    written.push_back(m.disk);
+    written.push_back(record.disks[d].name);
   }
   record.completed = NowMs() / 1000;
   if (Status ps = store_.PutBackup(record); !ps.ok()) return undo(ps);

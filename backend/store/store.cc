@@ -185,6 +185,23 @@ Result<Manifest> Store::GetManifest(const BackupRecord& backup,
   return manifest;
 }
 
+Result<std::shared_ptr<const ChunkIndex>> Store::OpenIndex(
+    const BackupRecord& backup, const std::string& disk) {
+  ASSIGN_OR_RETURN(Manifest manifest, GetManifest(backup, disk));
+  return std::shared_ptr<const ChunkIndex>(
+      std::make_shared<DenseIndex>(std::move(manifest)));
+}
+
+std::unique_ptr<ChunkIndexBuilder> Store::NewIndexBuilder(
+    const BackupRecord& backup, const std::string& disk, uint64_t size) {
+  return std::make_unique<DenseIndexBuilder>(backup.id, disk, size,
+                                             chunk_size());
+}
+
+Status Store::PutIndex(const BackupRecord& backup, ChunkIndexBuilder& builder) {
+  return PutManifest(backup, builder.Finish());
+}
+
 // ----------------------------------------------------------------- records
 
 Status Store::PutBackup(const BackupRecord& record) {
@@ -411,9 +428,10 @@ Result<std::vector<Store::Incomplete>> Store::ListIncomplete() {
 
 Result<std::shared_ptr<ImageSource>> Store::OpenImage(
     const BackupRecord& backup, const std::string& disk) {
-  ASSIGN_OR_RETURN(Manifest manifest, GetManifest(backup, disk));
+  ASSIGN_OR_RETURN(std::shared_ptr<const ChunkIndex> index,
+                   OpenIndex(backup, disk));
   return std::shared_ptr<ImageSource>(
-      std::make_shared<StoreSource>(chunks_, std::move(manifest)));
+      std::make_shared<StoreSource>(chunks_, std::move(index)));
 }
 
 }  // namespace ckptfs

@@ -39,6 +39,7 @@
 
 #include "backend/image_source.h"
 #include "backend/status.h"
+#include "backend/store/chunk_index.h"
 #include "backend/store/chunk_store.h"
 #include "backend/store/object_store.h"
 #include "backend/store/serialize.h"
@@ -164,6 +165,17 @@ class Store {
   // truncated, or belongs to another backup or disk.
   Result<Manifest> GetManifest(const BackupRecord& backup,
                                const std::string& disk);
+  // The disk's index (GetManifest's checks and errors), whatever its format:
+  // what every reader of a backup's chunks uses.
+  Result<std::shared_ptr<const ChunkIndex>> OpenIndex(
+      const BackupRecord& backup, const std::string& disk);
+  // The writer side of a new backup's index of one disk (format 1: dense);
+  // the backup sets every chunk it copied or reused from its base, then
+  // hands it to PutIndex (PutManifest's checks and errors).
+  std::unique_ptr<ChunkIndexBuilder> NewIndexBuilder(const BackupRecord& backup,
+                                                     const std::string& disk,
+                                                     uint64_t size);
+  Status PutIndex(const BackupRecord& backup, ChunkIndexBuilder& builder);
   // Writes backup.json: the backup is complete. REQUIRES (else
   // kInvalidArgument): a valid record (id, mode full|incremental, at least
   // one disk, unique disk names) whose every disk's manifest is stored.

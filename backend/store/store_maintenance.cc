@@ -35,9 +35,11 @@ Result<std::vector<ChunkHash>> Store::ReferencedChunks() {
     }
     auto manifest = ParseManifest(*data);
     if (!manifest.ok()) return manifest.status().Annotate("manifest " + key);
-    for (const ChunkRef& ref : manifest->chunks) {
-      if (!ref.zero) hashes.push_back(ref.hash);
-    }
+    const DenseIndex index(std::move(manifest).value());
+    RETURN_IF_ERROR(index.ForEachAllocated([&](uint64_t, const ChunkRef& ref) {
+      hashes.push_back(ref.hash);
+      return Status::Ok();
+    }));
     // Successive backups share most chunks: deduplicate as we go so memory
     // follows the unique count.
     if (hashes.size() > 2 * compacted + (1u << 20)) {
@@ -59,25 +61,30 @@ Result<std::vector<std::string>> Store::VerifyBackup(
   std::set<ChunkHash> verified;
   std::vector<std::byte> buf(chunk_size());
   for (const BackupDisk& disk : backup.disks) {
-    auto manifest = GetManifest(backup, disk.name);
-    if (!manifest.ok()) {
+    auto index = OpenIndex(backup, disk.name);
+    if (!index.ok()) {
       problems.push_back(backup.id + " disk " + disk.name + ": " +
-                         manifest.status().message());
+                         index.status().message());
       continue;
     }
-    const uint64_t cs = manifest->chunk_size;
-    for (uint64_t i = 0; i < manifest->chunks.size(); ++i) {
-      const ChunkRef& ref = manifest->chunks[i];
-      if (ref.zero || verified.contains(ref.hash)) continue;
-      const size_t length =
-          static_cast<size_t>(std::min(cs, manifest->size - i * cs));
-      const Status status = CheckChunk(ref, std::span(buf).first(length));
-      if (!status.ok()) {
-        problems.push_back(backup.id + " disk " + disk.name + " offset " +
-                           std::to_string(i * cs) + ": " + status.message());
-        continue;
-      }
-      verified.insert(ref.hash);
+    const ChunkIndex& idx = **index;
+    const Status walked =
+        idx.ForEachAllocated([&](uint64_t i, const ChunkRef& ref) {
+          if (verified.contains(ref.hash)) return Status::Ok();
+          const size_t length = static_cast<size_t>(idx.chunk_length(i));
+          const Status status = CheckChunk(ref, std::span(buf).first(length));
+          if (!status.ok()) {
+            problems.push_back(backup.id + " disk " + disk.name + " offset " +
+                               std::to_string(i * idx.chunk_size()) + ": " +
+                               status.message());
+          } else {
+            verified.insert(ref.hash);
+          }
+          return Status::Ok();
+        });
+    if (!walked.ok()) {
+      problems.push_back(backup.id + " disk " + disk.name + ": " +
+                         walked.message());
     }
   }
   return problems;
