@@ -111,7 +111,8 @@ struct BackupRunner::Work {
       : view(v),
         cs(chunk_size),
         indexes(v.disks.size()),
-        bytes_read(v.disks.size(), 0) {}
+        bytes_read(v.disks.size(), 0),
+        allocated(v.disks.size(), 0) {}
 
   const CheckpointView& view;
   const uint64_t cs;
@@ -129,6 +130,7 @@ struct BackupRunner::Work {
   std::mutex mu;
   Status first_error;                // guarded by mu
   std::vector<uint64_t> bytes_read;  // per disk; guarded by mu
+  std::vector<uint64_t> allocated;   // per disk, bytes of data; guarded by mu
 };
 
 Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
@@ -163,7 +165,6 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
 Status BackupRunner::PlanDisk(const BackupPlan& plan, size_t d, Work& w) {
   const CheckpointDisk& disk = *w.view.disks[d];
   const uint64_t cs = w.cs;
-  w.indexes[d] = store_.NewIndexBuilder(w.record, disk.target, disk.size);
   const uint64_t n = (disk.size + cs - 1) / cs;
   // A disk exported full in an incremental checkpoint (its bitmap of the
   // base was unusable) is copied in full: nothing comes from the base.
@@ -184,8 +185,19 @@ Status BackupRunner::PlanDisk(const BackupPlan& plan, size_t d, Work& w) {
   // (the parent rule): .changes is always relative to the record's base.
   bd.changes = plan.base || disk.full ? disk.changed : DataRanges(disk.extents);
   w.record.disks.push_back(std::move(bd));
+  w.indexes[d] = store_.NewIndexBuilder(w.record, disk.target, disk.size, base);
+  // The base's chunks with data, in order: O(allocated), one walk of its
+  // index, whatever its format.
+  BaseChunks base_chunks;
+  if (base) {
+    base_chunks.tree = dynamic_cast<const TreeIndex*>(base.get()) != nullptr;
+    RETURN_IF_ERROR(base->ForEachAllocated([&](uint64_t i, const ChunkRef& r) {
+      base_chunks.data.emplace_back(i, r.hash);
+      return Status::Ok();
+    }));
+  }
   for (uint64_t i = 0; i < n; ++i) {
-    RETURN_IF_ERROR(PlanChunk(d, i, base.get(), w));
+    RETURN_IF_ERROR(PlanChunk(d, i, base ? &base_chunks : nullptr, w));
   }
   return Status::Ok();
 }
@@ -202,8 +214,15 @@ std::shared_ptr<const ChunkIndex> BackupRunner::BaseIndex(
                    bm.status().ToString());
       continue;
     }
-    if ((*bm)->size() == disk.size && (*bm)->chunk_size() == cs) {
+    if ((*bm)->size() != disk.size || (*bm)->chunk_size() != cs) continue;
+    // Kept from gc from now until this backup commits (or its lock goes).
+    auto kept = store_.KeepIndex(**bm);
+    if (kept.ok() && *kept) {
       base_index = std::move(bm).value();
+    } else {
+      spdlog::warn("{}: base {}: its index is gone or unreadable ({})",
+                   plan.view->domain, plan.base->id,
+                   kept.ok() ? "missing" : kept.status().ToString());
     }
   }
   if (!base_index) {
@@ -217,16 +236,22 @@ std::shared_ptr<const ChunkIndex> BackupRunner::BaseIndex(
   return base_index;
 }
 
-Status BackupRunner::PlanChunk(size_t d, uint64_t i, const ChunkIndex* base,
+ChunkRef BackupRunner::BaseChunks::At(uint64_t i) const {
+  auto it = std::lower_bound(data.begin(), data.end(), i,
+                             [](const std::pair<uint64_t, ChunkHash>& e,
+                                uint64_t c) { return e.first < c; });
+  if (it == data.end() || it->first != i) return ChunkRef{{}, true};
+  return ChunkRef{it->second, false};
+}
+
+Status BackupRunner::PlanChunk(size_t d, uint64_t i, const BaseChunks* base,
                                Work& w) {
   const CheckpointDisk& disk = *w.view.disks[d];
   const uint64_t cs = w.cs;
   ChunkIndexBuilder& m = *w.indexes[d];
   std::vector<Task>& tasks = w.tasks;
-  ChunkRef base_ref;
-  if (base) {
-    ASSIGN_OR_RETURN(base_ref, base->Lookup(i));
-  }
+  const ChunkRef base_ref = base ? base->At(i) : ChunkRef{{}, true};
+  const uint64_t len = std::min(disk.size, i * cs + cs) - i * cs;
   const uint64_t begin = i * cs;
   const uint64_t end = std::min(disk.size, begin + cs);
   if (base && !Overlaps(disk.changed, begin, end)) {
@@ -234,20 +259,22 @@ Status BackupRunner::PlanChunk(size_t d, uint64_t i, const ChunkIndex* base,
     // Touch what we reuse: gc keeps chunks touched since the oldest
     // running backup began. One that is gone (gc ran after a prune of
     // the base) is simply read again from the export.
-    if (ref.zero) {
-      m.Set(i, ref);
-      return Status::Ok();
+    // A hole stays one (every builder starts from holes or the base).
+    if (ref.zero) return Status::Ok();
+    // A format 2 base is kept whole by its touched root (KeepIndex): no
+    // chunk of it needs a touch of its own.
+    bool present = base->tree;
+    if (!present) {
+      ASSIGN_OR_RETURN(present, store_.TouchChunk(ref.hash));
     }
-    ASSIGN_OR_RETURN(bool present, store_.TouchChunk(ref.hash));
     if (present) {
-      m.Set(i, ref);
+      if (!m.from_base()) m.Set(i, ref);
+      w.allocated[d] += len;
       return Status::Ok();
     }
   }
   if (AllZero(disk.extents, begin, end)) {
-    ChunkRef hole;
-    hole.zero = true;
-    m.Set(i, hole);
+    if (!base_ref.zero) m.Set(i, ChunkRef{{}, true});
     return Status::Ok();
   }
   // A partly dirty chunk of an incremental: read only its dirty ranges
@@ -323,6 +350,10 @@ void BackupRunner::CopyTasks(const BackupPlan& plan, Work& w,
                           nullptr, w.batch.get());
       if (ref.ok()) {
         w.indexes[task.disk]->Set(task.chunk + c, *ref);
+        if (!ref->zero) {
+          std::lock_guard lock(w.mu);
+          w.allocated[task.disk] += std::min(cs, len - off);
+        }
       } else {
         st = ref.status();
         at = begin + off;
@@ -356,6 +387,16 @@ Result<BackupRecord> BackupRunner::Commit(Work& w) {
   // durable: this job's by the commit, the reused ones were durable when
   // found (only committed objects are visible) and touched, so gc keeps
   // them (see Store::CollectGarbage).
+  // Each disk's new index pages go into the batch with the chunks: durable
+  // and visible before any manifest names them.
+  std::vector<std::vector<std::byte>> manifests;
+  for (size_t d = 0; d < w.indexes.size(); ++d) {
+    record.disks[d].allocated = w.allocated[d];
+    record.disks[d].bytes_read = w.bytes_read[d];
+    auto staged = store_.StageIndex(record, *w.indexes[d], w.batch.get());
+    if (!staged.ok()) return ExplainNoSpace(staged.status());
+    manifests.push_back(std::move(staged).value());
+  }
   RETURN_IF_ERROR(ExplainNoSpace(w.batch->Commit()));
   // A failure from here on takes back what this job wrote, and only that: a
   // failed job leaves no manifests (they would pin chunks against gc) and no
@@ -367,12 +408,11 @@ Result<BackupRecord> BackupRunner::Commit(Work& w) {
     if (!ds.ok()) spdlog::warn("{}: {}", record.id, ds.ToString());
     return ExplainNoSpace(st);
   };
-  for (size_t d = 0; d < w.indexes.size(); ++d) {
-    record.disks[d].allocated = w.indexes[d]->allocated_bytes();
-    record.disks[d].bytes_read = w.bytes_read[d];
-    Status ms = store_.PutIndex(record, *w.indexes[d]);
+  for (size_t d = 0; d < manifests.size(); ++d) {
+    const std::string& name = record.disks[d].name;
+    Status ms = store_.PutIndex(record, name, manifests[d]);
     if (!ms.ok()) return undo(ms);
-    written.push_back(record.disks[d].name);
+    written.push_back(name);
   }
   record.completed = NowMs() / 1000;
   if (Status ps = store_.PutBackup(record); !ps.ok()) return undo(ps);

@@ -15,6 +15,8 @@
 #include <atomic>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "backend/store/catalog.h"
 #include "backend/store/store.h"
@@ -47,7 +49,13 @@ class BackupRunner {
   Status PlanDisk(const BackupPlan& plan, size_t d, Work& w);
   std::shared_ptr<const ChunkIndex> BaseIndex(const BackupPlan& plan,
                                               const CheckpointDisk& disk);
-  Status PlanChunk(size_t d, uint64_t i, const ChunkIndex* base, Work& w);
+  // The base's chunks with data, ascending (what PlanChunk looks up).
+  struct BaseChunks {
+    std::vector<std::pair<uint64_t, ChunkHash>> data;
+    bool tree = false;  // format 2: kept whole by Store::KeepIndex
+    ChunkRef At(uint64_t i) const;
+  };
+  Status PlanChunk(size_t d, uint64_t i, const BaseChunks* base, Work& w);
   // Copy: a pool of threads runs the tasks; the first error stops them.
   Status Copy(const BackupPlan& plan, Work& w, const std::atomic<bool>& cancel);
   void CopyTasks(const BackupPlan& plan, Work& w,

@@ -98,15 +98,10 @@ DenseIndexBuilder::DenseIndexBuilder(std::string backup_id, std::string disk,
   m_.chunks.assign(ChunkCount(size, chunk_size), hole);
 }
 
-uint64_t DenseIndexBuilder::allocated_bytes() const {
-  uint64_t allocated = 0;
-  for (uint64_t i = 0; i < m_.chunks.size(); ++i) {
-    if (!m_.chunks[i].zero) {
-      allocated +=
-          std::min<uint64_t>(m_.chunk_size, m_.size - i * m_.chunk_size);
-    }
-  }
-  return allocated;
+Result<BuiltIndex> DenseIndexBuilder::Finish() {
+  BuiltIndex out;
+  out.dense = std::move(m_);
+  return out;
 }
 
 }  // namespace ckptfs

@@ -6,8 +6,7 @@
 //
 // ChunkIndexBuilder is the writer side: a backup starts from its base's
 // index (or from nothing) and sets the chunks it copied or reused; Finish
-// yields what the store writes. An index that is stored differently (format
-// 2's pages) is one more pair of implementations.
+// yields what the store writes. Format 2 (tree_index.h) is the other pair.
 //
 // Chunk numbers run from 0 to chunk_count() - 1. "Allocated" means a chunk
 // with data (ChunkRef::zero false); the rest are holes and read as zeros.
@@ -20,7 +19,9 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -95,15 +96,24 @@ class DenseIndex : public ChunkIndex {
   mutable std::atomic<uint64_t> steps_{0};
 };
 
+// What a builder made: the manifest to write (format 1: the dense one;
+// format 2: the tree's root) and the new pages it names (format 2 only).
+struct BuiltIndex {
+  std::optional<Manifest> dense;
+  TreeManifest tree;  // when dense is unset
+  std::map<ChunkHash, std::vector<std::byte>> pages;
+};
+
 class ChunkIndexBuilder {
  public:
   virtual ~ChunkIndexBuilder() = default;
-  // Chunk i of the new index. Chunks never set are holes.
+  // Chunk i of the new index.
   virtual void Set(uint64_t i, const ChunkRef& ref) = 0;
-  // Bytes of the allocated chunks set so far (BackupDisk::allocated).
-  virtual uint64_t allocated_bytes() const = 0;
-  // The format 1 manifest of the new index.
-  virtual Manifest Finish() = 0;
+  // True: the builder starts from its base's index, so a chunk reused
+  // unchanged needs no Set. False: it starts all holes and every chunk with
+  // data must be Set.
+  virtual bool from_base() const = 0;
+  virtual Result<BuiltIndex> Finish() = 0;
 };
 
 // Builds a format 1 (dense) index.
@@ -112,8 +122,8 @@ class DenseIndexBuilder : public ChunkIndexBuilder {
   DenseIndexBuilder(std::string backup_id, std::string disk, uint64_t size,
                     uint32_t chunk_size);
   void Set(uint64_t i, const ChunkRef& ref) override { m_.chunks[i] = ref; }
-  uint64_t allocated_bytes() const override;
-  Manifest Finish() override { return std::move(m_); }
+  bool from_base() const override { return false; }
+  Result<BuiltIndex> Finish() override;
 
  private:
   Manifest m_;

@@ -22,34 +22,9 @@ using namespace store_internal;  // NOLINT: the layout's names
 // ------------------------------------------------------------ verification
 
 Result<std::vector<ChunkHash>> Store::ReferencedChunks() {
-  ASSIGN_OR_RETURN(const std::vector<std::string> keys,
-                   objects_->List(kBackupsPrefix));
   std::vector<ChunkHash> hashes;
-  size_t compacted = 0;
-  for (const std::string& key : keys) {
-    if (!key.ends_with(kManifestSuffix)) continue;
-    auto data = objects_->Get(key);
-    if (!data.ok()) {
-      if (data.status().code() == Code::kNotFound) continue;  // just deleted
-      return IoError("manifest " + key + ": " + data.status().ToString());
-    }
-    auto manifest = ParseManifest(*data);
-    if (!manifest.ok()) return manifest.status().Annotate("manifest " + key);
-    const DenseIndex index(std::move(manifest).value());
-    RETURN_IF_ERROR(index.ForEachAllocated([&](uint64_t, const ChunkRef& ref) {
-      hashes.push_back(ref.hash);
-      return Status::Ok();
-    }));
-    // Successive backups share most chunks: deduplicate as we go so memory
-    // follows the unique count.
-    if (hashes.size() > 2 * compacted + (1u << 20)) {
-      std::sort(hashes.begin(), hashes.end());
-      hashes.erase(std::unique(hashes.begin(), hashes.end()), hashes.end());
-      compacted = hashes.size();
-    }
-  }
-  std::sort(hashes.begin(), hashes.end());
-  hashes.erase(std::unique(hashes.begin(), hashes.end()), hashes.end());
+  std::set<ChunkHash> pages;
+  RETURN_IF_ERROR(Mark(std::nullopt, &hashes, &pages));
   return hashes;
 }
 
@@ -118,7 +93,11 @@ Result<Store::GcStats> Store::CollectGarbage(int64_t cutoff, bool dry_run) {
   GcStats stats;
   // Leftovers first, so that they no longer pin their chunks.
   ASSIGN_OR_RETURN(stats.leftovers, RemoveLeftovers(dry_run));
-  ASSIGN_OR_RETURN(const std::vector<ChunkHash> referenced, ReferencedChunks());
+  // Mark: chunks and pages the manifests reference, and the subtrees of
+  // pages touched since the cutoff (what running backups reuse or wrote).
+  std::vector<ChunkHash> referenced;
+  std::set<ChunkHash> pages;
+  RETURN_IF_ERROR(Mark(cutoff, &referenced, &pages));
   ASSIGN_OR_RETURN(const std::vector<std::string> keys,
                    objects_->List("chunks/"));
   for (const std::string& key : keys) {
@@ -140,6 +119,7 @@ Result<Store::GcStats> Store::CollectGarbage(int64_t cutoff, bool dry_run) {
                      objects_->DeleteIfUnusedSince(key, cutoff));
     ++(deleted ? stats.deleted : stats.recent);
   }
+  RETURN_IF_ERROR(SweepPages(pages, cutoff, dry_run, &stats));
   if (!dry_run) {
     // Temporaries also wait an hour: a plain Put runs without a lock.
     const int64_t temp_cutoff =

@@ -19,7 +19,10 @@ uint64_t TreeGeometry::Span(int level) const {
 TreeGeometry TreeGeometry::For(uint64_t chunks, uint32_t leaf_span,
                                uint32_t fan_out) {
   TreeGeometry g{leaf_span, fan_out, 0};
-  while (g.Span(g.depth) < chunks) ++g.depth;
+  for (uint64_t span = leaf_span; span < chunks; span *= fan_out) {
+    ++g.depth;
+    if (span > UINT64_MAX / fan_out) break;  // as ParseTreeManifest counts
+  }
   return g;
 }
 
@@ -269,6 +272,61 @@ Result<TreeIndexBuilder::Output> TreeIndexBuilder::Build() {
                                       changes_.begin(), changes_.end(), out));
   out.root = {root.hash, root.full};
   return out;
+}
+
+// --------------------------------------------------- TreeChunkIndexBuilder
+
+TreeChunkIndexBuilder::TreeChunkIndexBuilder(
+    std::string backup_id, std::string disk, uint64_t size, uint32_t chunk_size,
+    TreeGeometry geometry, std::shared_ptr<const TreeIndex> base)
+    : from_base_(base != nullptr),
+      tree_(size, chunk_size, geometry, std::move(base)) {
+  m_.backup_id = std::move(backup_id);
+  m_.disk = std::move(disk);
+  m_.size = size;
+  m_.chunk_size = chunk_size;
+  m_.leaf_span = geometry.leaf_span;
+  m_.fan_out = geometry.fan_out;
+  m_.depth = geometry.depth;
+}
+
+Result<BuiltIndex> TreeChunkIndexBuilder::Finish() {
+  ASSIGN_OR_RETURN(TreeIndexBuilder::Output built, tree_.Build());
+  BuiltIndex out;
+  out.tree = m_;
+  out.tree.has_root = built.root.hash.has_value();
+  out.tree.root = built.root.hash.value_or(ChunkHash{});
+  out.tree.full = built.root.full;
+  out.pages = std::move(built.pages);
+  return out;
+}
+
+// ---------------------------------------------------------------- MarkTree
+
+Status MarkTree(const PageSource& source, const ChunkHash& root,
+                std::optional<int> level, std::set<ChunkHash>* pages,
+                std::vector<ChunkHash>* chunks) {
+  if (!pages->insert(root).second) return Status::Ok();
+  const std::string what = "index page " + HashToHex(root);
+  auto data = source(root);
+  if (!data.ok()) return data.status().Annotate(what);
+  if (Sha256(*data) != root) {
+    return IoError(what + ": hash mismatch (store corrupt)");
+  }
+  auto page = ParseIndexPage(*data);
+  if (!page.ok()) return page.status().Annotate(what);
+  if (level && page->level != *level) {
+    return IoError(what + ": corrupt (level " + std::to_string(page->level) +
+                   " where level " + std::to_string(*level) + " belongs)");
+  }
+  for (const auto& [slot, hash] : page->entries) {
+    if (page->level == 0) {
+      chunks->push_back(hash);
+    } else {
+      RETURN_IF_ERROR(MarkTree(source, hash, page->level - 1, pages, chunks));
+    }
+  }
+  return Status::Ok();
 }
 
 }  // namespace ckptfs

@@ -27,6 +27,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -141,5 +142,32 @@ class TreeIndexBuilder {
   std::mutex mu_;
   Changes changes_;  // guarded by mu_
 };
+
+// The format 2 ChunkIndexBuilder: a TreeIndexBuilder whose Finish yields a
+// TreeManifest and the new pages.
+class TreeChunkIndexBuilder : public ChunkIndexBuilder {
+ public:
+  // base: the base's tree when it has the same size, chunk size and
+  // geometry (else null: every chunk with data must be Set).
+  TreeChunkIndexBuilder(std::string backup_id, std::string disk, uint64_t size,
+                        uint32_t chunk_size, TreeGeometry geometry,
+                        std::shared_ptr<const TreeIndex> base);
+  void Set(uint64_t i, const ChunkRef& ref) override { tree_.Set(i, ref); }
+  bool from_base() const override { return from_base_; }
+  Result<BuiltIndex> Finish() override;
+
+ private:
+  TreeManifest m_;
+  const bool from_base_;
+  TreeIndexBuilder tree_;
+};
+
+// gc's mark: every page of the subtree at `root` (its level as the page
+// says, or `level` if given) and every chunk its leaves name, each subtree
+// once: a page already in *pages is not descended into again. A page that
+// is missing, damaged or in the wrong place is kIoError.
+Status MarkTree(const PageSource& source, const ChunkHash& root,
+                std::optional<int> level, std::set<ChunkHash>* pages,
+                std::vector<ChunkHash>* chunks);
 
 }  // namespace ckptfs
