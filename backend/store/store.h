@@ -68,6 +68,9 @@ struct StoreConfig {
 // The format new stores get, and the newest this code reads and writes.
 inline constexpr uint32_t kStoreFormat = 1;
 inline constexpr uint32_t kTreeStoreFormat = 2;
+// The byte budget of a Store's index page cache: the pages near the roots of
+// many open images, within the daemon's fixed 64 MiB beside its block cache.
+inline constexpr size_t kPageCacheBytes = 16u << 20;
 
 // config.json text of a config (no validation).
 std::string SerializeStoreConfig(const StoreConfig& config);
@@ -110,6 +113,7 @@ class Store {
                                                std::string* moved_to = nullptr);
 
   const StoreConfig& config() const { return config_; }
+  const PageCache& page_cache() const { return *page_cache_; }
   uint32_t chunk_size() const { return config_.chunk_size; }
   ObjectStore& objects() { return *objects_; }
 
@@ -335,6 +339,10 @@ class Store {
   const std::shared_ptr<ObjectStore> objects_;
   const StoreConfig config_;
   const std::shared_ptr<ChunkStore> chunks_;
+  // Format 2 index pages of every image this Store opened (docs/FORMAT.md
+  // section 8): one budget, however many images are open.
+  const std::shared_ptr<PageCache> page_cache_ =
+      std::make_shared<PageCache>(kPageCacheBytes);
   std::string catalog_path_;  // "" if the store has no local directory
 };
 

@@ -55,8 +55,8 @@ Result<std::shared_ptr<const ChunkIndex>> Store::OpenIndex(
   if (tree->has_root) root = {tree->root, tree->full};
   return std::shared_ptr<const ChunkIndex>(std::make_shared<TreeIndex>(
       tree->backup_id, tree->disk, tree->size, tree->chunk_size,
-      TreeGeometry{tree->leaf_span, tree->fan_out, tree->depth}, root,
-      Pages()));
+      TreeGeometry{tree->leaf_span, tree->fan_out, tree->depth}, root, Pages(),
+      page_cache_));
 }
 
 std::unique_ptr<ChunkIndexBuilder> Store::NewIndexBuilder(

@@ -30,7 +30,7 @@ TreeGeometry TreeGeometry::For(uint64_t chunks, uint32_t leaf_span,
 
 TreeIndex::TreeIndex(std::string backup_id, std::string disk, uint64_t size,
                      uint32_t chunk_size, TreeGeometry geometry, TreeRoot root,
-                     PageSource pages)
+                     PageSource pages, std::shared_ptr<PageCache> cache)
     : backup_id_(std::move(backup_id)),
       disk_(std::move(disk)),
       size_(size),
@@ -38,28 +38,39 @@ TreeIndex::TreeIndex(std::string backup_id, std::string disk, uint64_t size,
       count_(ChunkCount(size, chunk_size)),
       geometry_(geometry),
       root_(root),
-      pages_(std::move(pages)) {}
+      pages_(std::move(pages)),
+      cache_(std::move(cache)) {}
 
-Result<IndexPage> TreeIndex::ReadPage(const ChunkHash& hash, int level,
-                                      uint64_t first) const {
+Result<IndexPage> TreeIndex::LoadPage(const ChunkHash& hash) const {
+  auto data = pages_(hash);
+  if (!data.ok()) return data.status();
+  if (Sha256(*data) != hash) return IoError("hash mismatch (store corrupt)");
+  return ParseIndexPage(*data);
+}
+
+Result<std::shared_ptr<const IndexPage>> TreeIndex::ReadPage(
+    const ChunkHash& hash, int level, uint64_t first) const {
   steps_.fetch_add(1, std::memory_order_relaxed);
   const std::string what =
       "index page " + HashToHex(hash) + " of " + backup_id_ + " disk " + disk_;
-  auto data = pages_(hash);
-  if (!data.ok()) return data.status().Annotate(what);
-  if (Sha256(*data) != hash) {
-    return IoError(what + ": hash mismatch (store corrupt)");
-  }
-  auto page = ParseIndexPage(*data);
-  if (!page.ok()) return page.status().Annotate(what);
+  Result<std::shared_ptr<const IndexPage>> got =
+      cache_ ? cache_->Get(hash, [&] { return LoadPage(hash); })
+             : [&]() -> Result<std::shared_ptr<const IndexPage>> {
+    ASSIGN_OR_RETURN(IndexPage page, LoadPage(hash));
+    return std::make_shared<const IndexPage>(std::move(page));
+  }();
+  if (!got.ok()) return got.status().Annotate(what);
+  const IndexPage& page = **got;
+  // One hash is one page: where it sits is checked on every use, cached or
+  // not (a page put in the wrong place is corruption, not a hole).
   const uint32_t slots = level == 0 ? geometry_.leaf_span : geometry_.fan_out;
-  if (page->level != level || page->first != first || page->slots != slots) {
-    return IoError(what + ": corrupt (level " + std::to_string(page->level) +
-                   " first " + std::to_string(page->first) + " where level " +
+  if (page.level != level || page.first != first || page.slots != slots) {
+    return IoError(what + ": corrupt (level " + std::to_string(page.level) +
+                   " first " + std::to_string(page.first) + " where level " +
                    std::to_string(level) + " first " + std::to_string(first) +
                    " belongs)");
   }
-  return page;
+  return got;
 }
 
 Result<ChunkRef> TreeIndex::Lookup(uint64_t i) const {
@@ -74,7 +85,8 @@ Result<ChunkRef> TreeIndex::Lookup(uint64_t i) const {
   ChunkHash hash = *root_.hash;
   uint64_t first = 0;
   for (int level = geometry_.depth;; --level) {
-    ASSIGN_OR_RETURN(const IndexPage page, ReadPage(hash, level, first));
+    ASSIGN_OR_RETURN(const auto page_ptr, ReadPage(hash, level, first));
+    const IndexPage& page = *page_ptr;
     const uint64_t span = level == 0 ? 1 : geometry_.Span(level - 1);
     const auto slot = static_cast<uint32_t>((i - first) / span);
     const auto* e = page.Find(slot);
@@ -89,7 +101,8 @@ Result<ChunkRef> TreeIndex::Lookup(uint64_t i) const {
 Result<std::optional<uint64_t>> TreeIndex::Next(const ChunkHash& hash,
                                                 int level, uint64_t first,
                                                 uint64_t from) const {
-  ASSIGN_OR_RETURN(const IndexPage page, ReadPage(hash, level, first));
+  ASSIGN_OR_RETURN(const auto page_ptr, ReadPage(hash, level, first));
+  const IndexPage& page = *page_ptr;
   const uint64_t span = level == 0 ? 1 : geometry_.Span(level - 1);
   const uint64_t rel = from > first ? (from - first) / span : 0;
   for (size_t k = page.LowerBound(static_cast<uint32_t>(rel));
@@ -109,7 +122,8 @@ Result<std::optional<uint64_t>> TreeIndex::Next(const ChunkHash& hash,
 Result<std::optional<uint64_t>> TreeIndex::Hole(const ChunkHash& hash,
                                                 int level, uint64_t first,
                                                 uint64_t from) const {
-  ASSIGN_OR_RETURN(const IndexPage page, ReadPage(hash, level, first));
+  ASSIGN_OR_RETURN(const auto page_ptr, ReadPage(hash, level, first));
+  const IndexPage& page = *page_ptr;
   const uint64_t span = level == 0 ? 1 : geometry_.Span(level - 1);
   const uint64_t slots = level == 0 ? geometry_.leaf_span : geometry_.fan_out;
   uint64_t s = from > first ? (from - first) / span : 0;
@@ -148,7 +162,8 @@ Status TreeIndex::Walk(
     const ChunkHash& hash, int level, uint64_t first, const ChunkFn* chunk_fn,
     const std::function<Status(const ChunkHash&)>* page_fn) const {
   if (page_fn != nullptr) RETURN_IF_ERROR((*page_fn)(hash));
-  ASSIGN_OR_RETURN(const IndexPage page, ReadPage(hash, level, first));
+  ASSIGN_OR_RETURN(const auto page_ptr, ReadPage(hash, level, first));
+  const IndexPage& page = *page_ptr;
   const uint64_t span = level == 0 ? 1 : geometry_.Span(level - 1);
   for (const auto& [slot, h] : page.entries) {
     const uint64_t child = first + slot * span;
@@ -198,7 +213,9 @@ Result<TreeIndexBuilder::Sub> TreeIndexBuilder::BuildSub(
   }
   IndexPage page;
   if (base.hash) {
-    ASSIGN_OR_RETURN(page, base_->ReadPage(*base.hash, level, first));
+    ASSIGN_OR_RETURN(const auto base_page,
+                     base_->ReadPage(*base.hash, level, first));
+    page = *base_page;
   } else {
     page.level = static_cast<uint8_t>(level);
     page.first = first;

@@ -10,6 +10,9 @@
 // the leaves its changes fall in and their paths to the root; every other
 // subtree is the base's, named by its hash.
 //
+// Pages come through the PageCache given (shared by all open images of a
+// Store), else straight from the PageSource.
+//
 // Cost: Lookup reads depth + 1 pages; NextAllocated and NextHole read at
 // most two root-to-leaf paths (an empty child has no page and a full one is
 // flagged in its parent, so neither is descended into); ForEachAllocated
@@ -33,6 +36,7 @@
 
 #include "backend/store/chunk_index.h"
 #include "backend/store/index_page.h"
+#include "backend/store/page_cache.h"
 
 namespace ckptfs {
 
@@ -65,7 +69,7 @@ class TreeIndex : public ChunkIndex {
  public:
   TreeIndex(std::string backup_id, std::string disk, uint64_t size,
             uint32_t chunk_size, TreeGeometry geometry, TreeRoot root,
-            PageSource pages);
+            PageSource pages, std::shared_ptr<PageCache> cache = nullptr);
 
   const std::string& backup_id() const override { return backup_id_; }
   const std::string& disk() const override { return disk_; }
@@ -81,14 +85,17 @@ class TreeIndex : public ChunkIndex {
 
   const TreeGeometry& geometry() const { return geometry_; }
   const TreeRoot& root() const { return root_; }
-  // Fetches, verifies (hash) and parses the page expected at (level,
-  // first): a mismatch of any kind is kIoError naming the page.
-  Result<IndexPage> ReadPage(const ChunkHash& hash, int level,
-                             uint64_t first) const;
+  // The page expected at (level, first), from the cache or fetched,
+  // verified (hash) and parsed: a mismatch of any kind is kIoError naming
+  // the page.
+  Result<std::shared_ptr<const IndexPage>> ReadPage(const ChunkHash& hash,
+                                                    int level,
+                                                    uint64_t first) const;
   // Every page of the tree, each once per occurrence (gc mark, verify).
   Status ForEachPage(const std::function<Status(const ChunkHash&)>& fn) const;
 
  private:
+  Result<IndexPage> LoadPage(const ChunkHash& hash) const;
   Result<std::optional<uint64_t>> Next(const ChunkHash& hash, int level,
                                        uint64_t first, uint64_t from) const;
   Result<std::optional<uint64_t>> Hole(const ChunkHash& hash, int level,
@@ -104,6 +111,7 @@ class TreeIndex : public ChunkIndex {
   const TreeGeometry geometry_;
   const TreeRoot root_;
   const PageSource pages_;
+  const std::shared_ptr<PageCache> cache_;  // null: every page is fetched
   mutable std::atomic<uint64_t> steps_{0};
 };
 

@@ -5,7 +5,9 @@
 //    must serialise back to exactly the input bytes and obey the rules
 //    (entries ascending below slots, a full flag per interior entry, at least
 //    one entry). A rejection is kIoError "corrupt (...)", one line.
-// 2. The input as the recipe of a page (FuzzedDataProvider): its
+// 2. The input as a format 2 manifest (serialize.h): one that parses
+//    serialises back to exactly the input.
+// 3. The input as the recipe of a page (FuzzedDataProvider): its
 //    serialisation parses back to it; a truncation or an appended byte never
 //    parses. (A changed hash byte still parses: the page's integrity check is
 //    its key, the SHA-256 TreeIndex::ReadPage compares.)
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "backend/store/index_page.h"
+#include "backend/store/serialize.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace ckptfs {
@@ -46,6 +49,20 @@ void FuzzParse(std::span<const std::byte> data) {
   }
   FUZZ_CHECK(p->entries.size() * 32 <= data.size());
   const Bytes again = SerializeIndexPage(*p);
+  FUZZ_CHECK(again.size() == data.size() &&
+             std::equal(again.begin(), again.end(), data.begin()));
+}
+
+void FuzzTreeManifest(std::span<const std::byte> data) {
+  auto m = ParseTreeManifest(data);
+  if (!m.ok()) {
+    FUZZ_CHECK(m.status().code() == Code::kIoError);
+    FUZZ_CHECK_MSG(fuzz::IsOneLine(m.status().message()), m.status().message());
+    return;
+  }
+  FUZZ_CHECK(!m->disk.empty() && m->chunk_size > 0);
+  FUZZ_CHECK(m->has_root || (!m->full && m->root == ChunkHash{}));
+  const Bytes again = SerializeTreeManifest(*m);
   FUZZ_CHECK(again.size() == data.size() &&
              std::equal(again.begin(), again.end(), data.begin()));
 }
@@ -83,6 +100,7 @@ void FuzzRoundTrip(FuzzedDataProvider& in) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto bytes = std::as_bytes(std::span(data, size));
   ckptfs::FuzzParse(bytes);
+  ckptfs::FuzzTreeManifest(bytes);
   FuzzedDataProvider in(data, size);
   ckptfs::FuzzRoundTrip(in);
   return 0;

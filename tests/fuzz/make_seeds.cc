@@ -120,6 +120,17 @@ void IndexPageSeeds(SeedWriter& w) {
   bad = l;
   bad[24] |= std::byte{0x02};  // a present bit without its hash
   w.Write("index_page", "invalid-bitmap", bad);
+  TreeManifest m;
+  m.backup_id = "0b4a1f2e-1111-2222-3333-444455556666/20261123T081500Z";
+  m.disk = "vda";
+  m.size = 1ull << 30;
+  m.chunk_size = 262144;
+  m.leaf_span = 16;
+  m.fan_out = 8;
+  m.depth = 3;
+  m.has_root = true;
+  m.root = leaf.entries[0].second;
+  w.Write("index_page", "valid-tree-manifest", SerializeTreeManifest(m));
 }
 
 // ----------------------------------------------------------------- manifest

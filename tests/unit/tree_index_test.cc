@@ -311,5 +311,43 @@ TEST(TreeIndexTest, FullEightGibibyteDiskOnePercentDirty) {
   }
 }
 
+// The page cache: hits, a byte budget, failed loads not cached, and no lock
+// held while loading (a load that itself uses the cache would deadlock).
+TEST(PageCacheTest, BudgetHitsAndNoLockAcrossTheLoad) {
+  IndexPage page;
+  page.slots = 16;
+  for (uint32_t s = 0; s < 16; ++s) page.entries.emplace_back(s, HashOf(s));
+  const size_t charge = PageCache::Charge(page);
+  PageCache cache(10 * charge);
+  int loads = 0;
+  auto loader = [&]() -> Result<IndexPage> {
+    ++loads;
+    return page;
+  };
+  for (uint64_t k = 0; k < 30; ++k) {
+    auto got = cache.Get(HashOf(k), [&]() -> Result<IndexPage> {
+      // Re-entering the cache from a load: fine only without its lock.
+      EXPECT_TRUE(cache.Get(HashOf(1000 + k), loader).ok());
+      return loader();
+    });
+    ASSERT_TRUE(got.ok());
+    EXPECT_LE(cache.bytes(), 10 * charge);
+  }
+  EXPECT_EQ(loads, 60);
+  // The newest pages are cached; the oldest were evicted.
+  ASSERT_TRUE(cache.Get(HashOf(29), loader).ok());
+  EXPECT_EQ(loads, 60);
+  ASSERT_TRUE(cache.Get(HashOf(0), loader).ok());
+  EXPECT_EQ(loads, 61);
+  auto failed = cache.Get(HashOf(5000),
+                          [] { return Result<IndexPage>(IoError("gone")); });
+  EXPECT_FALSE(failed.ok());
+  EXPECT_FALSE(cache
+                   .Get(HashOf(5000),
+                        [] { return Result<IndexPage>(IoError("still gone")); })
+                   .ok());
+  EXPECT_GE(cache.hits(), 1u);
+}
+
 }  // namespace
 }  // namespace ckptfs

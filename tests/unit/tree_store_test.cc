@@ -30,11 +30,11 @@ Bytes Pattern(int seed, size_t size) {
 
 class TreeStoreTest : public ::testing::Test {
  protected:
-  void Open(uint32_t format) {
+  void Open(uint32_t format, uint32_t chunk_size = kChunk) {
     auto objects = std::make_unique<MemoryObjectStore>();
     memory_ = objects.get();
     StoreConfig config;
-    config.chunk_size = kChunk;
+    config.chunk_size = chunk_size;
     config.format = format;
     auto store = Store::Open(std::move(objects), true, config);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
@@ -218,6 +218,78 @@ TEST_F(TreeStoreTest, PruneAndGcBetweenPlanAndCommitLoseNothing) {
     ASSERT_TRUE(problems.ok());
     EXPECT_TRUE(problems->empty()) << (*problems)[0];
   }
+}
+
+// Issue 13 step 3: an open image reads index pages on demand, through the
+// Store's one page cache: opening a 2 TiB thin image reads no page, a read
+// depth + 1, SEEK_DATA/SEEK_HOLE over the whole disk a few paths per data
+// run; four such images open and read at once stay within the budget.
+TEST_F(TreeStoreTest, HugeThinImagesReadPagesOnDemandWithinOneBudget) {
+  constexpr uint32_t kBig = 256 << 10;
+  Open(kTreeStoreFormat, kBig);
+  const uint64_t size = 2ull << 40;
+  const uint64_t n = size / kBig;
+  const Bytes chunk = Pattern(5, kBig);
+  std::vector<uint64_t> starts;
+  for (uint64_t k = 0; k < 8; ++k) starts.push_back(k * (n / 8) + 4321);
+  for (int img = 0; img < 4; ++img) {
+    BackupRecord r = Record("b" + std::to_string(img), size);
+    auto builder = store_->NewIndexBuilder(r, "vda", size, nullptr);
+    auto batch = store_->NewBatch();
+    for (uint64_t s : starts) {
+      for (uint64_t i = s; i < s + 64; ++i) {
+        Bytes data = chunk;
+        data[0] = static_cast<std::byte>(i + img);  // distinct per image
+        data[1] = static_cast<std::byte>(i >> 8);
+        auto ref = store_->PutChunk(data, nullptr, batch.get());
+        ASSERT_TRUE(ref.ok());
+        builder->Set(i, *ref);
+      }
+    }
+    auto manifest = store_->StageIndex(r, *builder, batch.get());
+    ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
+    ASSERT_TRUE(batch->Commit().ok());
+    ASSERT_TRUE(store_->PutIndex(r, "vda", *manifest).ok());
+    ASSERT_TRUE(store_->PutBackup(r).ok());
+  }
+  uint64_t page_gets = 0;
+  memory_->SetHook([&](std::string_view op, const std::string& key) {
+    if (op == "get" && key.starts_with("index/")) ++page_gets;
+  });
+  const int depth = TreeGeometry::For(n, kLeafSpan, kFanOut).depth;
+  std::vector<std::shared_ptr<ImageSource>> images;
+  for (int img = 0; img < 4; ++img) {
+    auto image =
+        store_->OpenImage(Record("b" + std::to_string(img), size), "vda");
+    ASSERT_TRUE(image.ok()) << image.status().ToString();
+    images.push_back(*image);
+  }
+  EXPECT_EQ(page_gets, 0u) << "opening reads the manifest only";
+  Bytes buf(kBig);
+  ASSERT_TRUE(images[0]->pread(buf, (starts[2] + 5) * kBig).ok());
+  EXPECT_EQ(buf[0], static_cast<std::byte>(starts[2] + 5));
+  EXPECT_EQ(page_gets, depth + 1u) << "one page per level";
+  // The same leaf again: cached.
+  ASSERT_TRUE(images[0]->pread(buf, (starts[2] + 6) * kBig).ok());
+  EXPECT_EQ(page_gets, depth + 1u);
+  // cp --sparse over every image: SEEK_DATA/SEEK_HOLE from start to end.
+  for (auto& image : images) {
+    auto ext = image->extents(0, size);
+    ASSERT_TRUE(ext.ok()) << ext.status().ToString();
+    uint64_t data_bytes = 0;
+    for (const Extent& e : *ext) data_bytes += e.hole ? 0 : e.length;
+    EXPECT_EQ(data_bytes, 8 * 64 * uint64_t{kBig});
+    for (uint64_t s : starts) {
+      ASSERT_TRUE(image->pread(buf, (s + 63) * kBig).ok());
+    }
+  }
+  RecordProperty("page_gets_four_images", static_cast<int>(page_gets));
+  // Each image's tree is some 8 leaves x (depth + 1) pages: the walk reads
+  // those, never one page per hole.
+  EXPECT_LE(page_gets, 4u * 8 * 2 * (depth + 1));
+  EXPECT_LE(store_->page_cache().bytes(), kPageCacheBytes);
+  EXPECT_GT(store_->page_cache().hits(), 0u);
+  memory_->SetHook(nullptr);
 }
 
 // A format 1 store is written as format 1 by the same code path: its
