@@ -256,13 +256,13 @@ Status BackupRunner::PlanChunk(size_t d, uint64_t i, const BaseChunks* base,
   const uint64_t end = std::min(disk.size, begin + cs);
   if (base && !Overlaps(disk.changed, begin, end)) {
     const ChunkRef& ref = base_ref;
+    // A hole stays one (every builder starts from holes or from the base).
+    if (ref.zero) return Status::Ok();
     // Touch what we reuse: gc keeps chunks touched since the oldest
     // running backup began. One that is gone (gc ran after a prune of
-    // the base) is simply read again from the export.
-    // A hole stays one (every builder starts from holes or the base).
-    if (ref.zero) return Status::Ok();
-    // A format 2 base is kept whole by its touched root (KeepIndex): no
-    // chunk of it needs a touch of its own.
+    // the base) is simply read again from the export. A format 2 base is
+    // kept whole by its root, touched at plan (Store::KeepIndex): none of
+    // its chunks needs a touch of its own.
     bool present = base->tree;
     if (!present) {
       ASSIGN_OR_RETURN(present, store_.TouchChunk(ref.hash));
@@ -382,13 +382,11 @@ void BackupRunner::CopyTasks(const BackupPlan& plan, Work& w,
 
 Result<BackupRecord> BackupRunner::Commit(Work& w) {
   BackupRecord& record = w.record;
-  // Durable in order: chunks (one commit for this job's), manifests, then
-  // the record, then the catalog row. Every chunk a manifest names is then
-  // durable: this job's by the commit, the reused ones were durable when
-  // found (only committed objects are visible) and touched, so gc keeps
-  // them (see Store::CollectGarbage).
-  // Each disk's new index pages go into the batch with the chunks: durable
-  // and visible before any manifest names them.
+  // Durable in order: chunks and format 2 index pages (one commit for this
+  // job's), manifests, then the record, then the catalog row. Every chunk
+  // and page a manifest names is then durable: this job's by the commit,
+  // the reused ones were durable when found (only committed objects are
+  // visible) and touched, so gc keeps them (see Store::CollectGarbage).
   std::vector<std::vector<std::byte>> manifests;
   for (size_t d = 0; d < w.indexes.size(); ++d) {
     record.disks[d].allocated = w.allocated[d];
