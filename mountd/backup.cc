@@ -110,13 +110,15 @@ struct BackupRunner::Work {
   Work(const CheckpointView& v, uint64_t chunk_size)
       : view(v),
         cs(chunk_size),
-        manifests(v.disks.size()),
-        bytes_read(v.disks.size(), 0) {}
+        indexes(v.disks.size()),
+        bytes_read(v.disks.size(), 0),
+        allocated(v.disks.size(), 0) {}
 
   const CheckpointView& view;
   const uint64_t cs;
   BackupRecord record;
-  std::vector<Manifest> manifests;
+  // The new index of each disk.
+  std::vector<std::unique_ptr<ChunkIndexBuilder>> indexes;
   std::vector<Task> tasks;
   uint64_t total = 0;  // bytes the tasks read from the export
   // This job's chunk writes, made durable and visible together; nothing of
@@ -128,6 +130,7 @@ struct BackupRunner::Work {
   std::mutex mu;
   Status first_error;                // guarded by mu
   std::vector<uint64_t> bytes_read;  // per disk; guarded by mu
+  std::vector<uint64_t> allocated;   // per disk, bytes of data; guarded by mu
 };
 
 Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
@@ -162,19 +165,13 @@ Result<BackupRecord> BackupRunner::Run(const BackupPlan& plan,
 Status BackupRunner::PlanDisk(const BackupPlan& plan, size_t d, Work& w) {
   const CheckpointDisk& disk = *w.view.disks[d];
   const uint64_t cs = w.cs;
-  Manifest& m = w.manifests[d];
-  m.backup_id = w.record.id;
-  m.disk = disk.target;
-  m.size = disk.size;
-  m.chunk_size = static_cast<uint32_t>(cs);
   const uint64_t n = (disk.size + cs - 1) / cs;
-  m.chunks.assign(n, ChunkRef{});
   // A disk exported full in an incremental checkpoint (its bitmap of the
   // base was unusable) is copied in full: nothing comes from the base.
-  std::optional<Manifest> base_manifest;
+  std::shared_ptr<const ChunkIndex> base;
   if (plan.base && !disk.full) {
-    base_manifest = BaseManifest(plan, disk);
-    if (!base_manifest) {
+    base = BaseIndex(plan, disk);
+    if (!base) {
       jobs_.Update(plan.job_id,
                    [&](Job& j) { j.full_disks.push_back(disk.target); });
     }
@@ -188,28 +185,47 @@ Status BackupRunner::PlanDisk(const BackupPlan& plan, size_t d, Work& w) {
   // (the parent rule): .changes is always relative to the record's base.
   bd.changes = plan.base || disk.full ? disk.changed : DataRanges(disk.extents);
   w.record.disks.push_back(std::move(bd));
-  const Manifest* base = base_manifest ? &*base_manifest : nullptr;
-  for (uint64_t i = 0; i < n; ++i) RETURN_IF_ERROR(PlanChunk(d, i, base, w));
+  w.indexes[d] = store_.NewIndexBuilder(w.record, disk.target, disk.size, base);
+  // The base's chunks with data, in order: O(allocated), one walk of its
+  // index, whatever its format.
+  BaseChunks base_chunks;
+  if (base) {
+    base_chunks.tree = dynamic_cast<const TreeIndex*>(base.get()) != nullptr;
+    RETURN_IF_ERROR(base->ForEachAllocated([&](uint64_t i, const ChunkRef& r) {
+      base_chunks.data.emplace_back(i, r.hash);
+      return Status::Ok();
+    }));
+  }
+  for (uint64_t i = 0; i < n; ++i) {
+    RETURN_IF_ERROR(PlanChunk(d, i, base ? &base_chunks : nullptr, w));
+  }
   return Status::Ok();
 }
 
-std::optional<Manifest> BackupRunner::BaseManifest(const BackupPlan& plan,
-                                                   const CheckpointDisk& disk) {
+std::shared_ptr<const ChunkIndex> BackupRunner::BaseIndex(
+    const BackupPlan& plan, const CheckpointDisk& disk) {
   const uint64_t cs = store_.chunk_size();
-  std::optional<Manifest> base_manifest;
+  std::shared_ptr<const ChunkIndex> base_index;
   for (const auto& bd : plan.base->disks) {
     if (bd.name != disk.target) continue;
-    auto bm = store_.GetManifest(*plan.base, disk.target);
+    auto bm = store_.OpenIndex(*plan.base, disk.target);
     if (!bm.ok()) {
       spdlog::warn("{}: base {}: {}", plan.view->domain, plan.base->id,
                    bm.status().ToString());
       continue;
     }
-    if (bm->size == disk.size && bm->chunk_size == cs) {
-      base_manifest = std::move(bm).value();
+    if ((*bm)->size() != disk.size || (*bm)->chunk_size() != cs) continue;
+    // Kept from gc from now until this backup commits (or its lock goes).
+    auto kept = store_.KeepIndex(**bm);
+    if (kept.ok() && *kept) {
+      base_index = std::move(bm).value();
+    } else {
+      spdlog::warn("{}: base {}: its index is gone or unreadable ({})",
+                   plan.view->domain, plan.base->id,
+                   kept.ok() ? "missing" : kept.status().ToString());
     }
   }
-  if (!base_manifest) {
+  if (!base_index) {
     // No usable manifest in the base (damaged, resized disk): copy the
     // disk in full rather than fail this and every later backup.
     spdlog::warn(
@@ -217,34 +233,48 @@ std::optional<Manifest> BackupRunner::BaseManifest(const BackupPlan& plan,
         "it in full",
         plan.view->domain, disk.target, plan.base->id);
   }
-  return base_manifest;
+  return base_index;
 }
 
-Status BackupRunner::PlanChunk(size_t d, uint64_t i, const Manifest* base,
+ChunkRef BackupRunner::BaseChunks::At(uint64_t i) const {
+  auto it = std::lower_bound(data.begin(), data.end(), i,
+                             [](const std::pair<uint64_t, ChunkHash>& e,
+                                uint64_t c) { return e.first < c; });
+  if (it == data.end() || it->first != i) return ChunkRef{{}, true};
+  return ChunkRef{it->second, false};
+}
+
+Status BackupRunner::PlanChunk(size_t d, uint64_t i, const BaseChunks* base,
                                Work& w) {
   const CheckpointDisk& disk = *w.view.disks[d];
   const uint64_t cs = w.cs;
-  Manifest& m = w.manifests[d];
+  ChunkIndexBuilder& m = *w.indexes[d];
   std::vector<Task>& tasks = w.tasks;
+  const ChunkRef base_ref = base ? base->At(i) : ChunkRef{{}, true};
+  const uint64_t len = std::min(disk.size, i * cs + cs) - i * cs;
   const uint64_t begin = i * cs;
   const uint64_t end = std::min(disk.size, begin + cs);
   if (base && !Overlaps(disk.changed, begin, end)) {
-    const ChunkRef& ref = base->chunks[i];
+    const ChunkRef& ref = base_ref;
+    // A hole stays one (every builder starts from holes or from the base).
+    if (ref.zero) return Status::Ok();
     // Touch what we reuse: gc keeps chunks touched since the oldest
     // running backup began. One that is gone (gc ran after a prune of
-    // the base) is simply read again from the export.
-    if (ref.zero) {
-      m.chunks[i] = ref;
-      return Status::Ok();
+    // the base) is simply read again from the export. A format 2 base is
+    // kept whole by its root, touched at plan (Store::KeepIndex): none of
+    // its chunks needs a touch of its own.
+    bool present = base->tree;
+    if (!present) {
+      ASSIGN_OR_RETURN(present, store_.TouchChunk(ref.hash));
     }
-    ASSIGN_OR_RETURN(bool present, store_.TouchChunk(ref.hash));
     if (present) {
-      m.chunks[i] = ref;
+      if (!m.from_base()) m.Set(i, ref);
+      w.allocated[d] += len;
       return Status::Ok();
     }
   }
   if (AllZero(disk.extents, begin, end)) {
-    m.chunks[i].zero = true;
+    if (!base_ref.zero) m.Set(i, ChunkRef{{}, true});
     return Status::Ok();
   }
   // A partly dirty chunk of an incremental: read only its dirty ranges
@@ -255,7 +285,7 @@ Status BackupRunner::PlanChunk(size_t d, uint64_t i, const Manifest* base,
     uint64_t dirty_bytes = 0;
     for (const auto& r : dirty) dirty_bytes += r.second;
     if (dirty_bytes > 0 && dirty_bytes < end - begin) {
-      tasks.push_back({d, i, 1, std::move(dirty), base->chunks[i]});
+      tasks.push_back({d, i, 1, std::move(dirty), base_ref});
       w.total += dirty_bytes;
       return Status::Ok();
     }
@@ -319,7 +349,11 @@ void BackupRunner::CopyTasks(const BackupPlan& plan, Work& w,
           store_.PutChunk(std::span(buf.data() + off, std::min(cs, len - off)),
                           nullptr, w.batch.get());
       if (ref.ok()) {
-        w.manifests[task.disk].chunks[task.chunk + c] = *ref;
+        w.indexes[task.disk]->Set(task.chunk + c, *ref);
+        if (!ref->zero) {
+          std::lock_guard lock(w.mu);
+          w.allocated[task.disk] += std::min(cs, len - off);
+        }
       } else {
         st = ref.status();
         at = begin + off;
@@ -347,13 +381,20 @@ void BackupRunner::CopyTasks(const BackupPlan& plan, Work& w,
 }
 
 Result<BackupRecord> BackupRunner::Commit(const BackupPlan& plan, Work& w) {
-  const uint64_t cs = w.cs;
   BackupRecord& record = w.record;
-  // Durable in order: chunks (one commit for this job's), manifests, then
-  // the record, then the catalog row. Every chunk a manifest names is then
-  // durable: this job's by the commit, the reused ones were durable when
-  // found (only committed objects are visible) and touched, so gc keeps
-  // them (see Store::CollectGarbage).
+  // Durable in order: chunks and format 2 index pages (one commit for this
+  // job's), manifests, then the record, then the catalog row. Every chunk
+  // and page a manifest names is then durable: this job's by the commit,
+  // the reused ones were durable when found (only committed objects are
+  // visible) and touched, so gc keeps them (see Store::CollectGarbage).
+  std::vector<std::vector<std::byte>> manifests;
+  for (size_t d = 0; d < w.indexes.size(); ++d) {
+    record.disks[d].allocated = w.allocated[d];
+    record.disks[d].bytes_read = w.bytes_read[d];
+    auto staged = store_.StageIndex(record, *w.indexes[d], w.batch.get());
+    if (!staged.ok()) return ExplainNoSpace(staged.status());
+    manifests.push_back(std::move(staged).value());
+  }
   RETURN_IF_ERROR(ExplainNoSpace(w.batch->Commit()));
   // A failure from here on takes back what this job wrote, and only that: a
   // failed job leaves no manifests (they would pin chunks against gc) and no
@@ -365,19 +406,11 @@ Result<BackupRecord> BackupRunner::Commit(const BackupPlan& plan, Work& w) {
     if (!ds.ok()) spdlog::warn("{}: {}", record.id, ds.ToString());
     return ExplainNoSpace(st);
   };
-  for (size_t d = 0; d < w.manifests.size(); ++d) {
-    const Manifest& m = w.manifests[d];
-    uint64_t allocated = 0;
-    for (uint64_t i = 0; i < m.chunks.size(); ++i) {
-      if (!m.chunks[i].zero) {
-        allocated += std::min<uint64_t>(cs, m.size - i * cs);
-      }
-    }
-    record.disks[d].allocated = allocated;
-    record.disks[d].bytes_read = w.bytes_read[d];
-    Status ms = store_.PutManifest(record, m);
+  for (size_t d = 0; d < manifests.size(); ++d) {
+    const std::string& name = record.disks[d].name;
+    Status ms = store_.PutIndex(record, name, manifests[d]);
     if (!ms.ok()) return undo(ms);
-    written.push_back(m.disk);
+    written.push_back(name);
   }
   if (plan.before_record) {
     if (Status hs = plan.before_record(); !hs.ok()) return undo(hs);

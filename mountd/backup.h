@@ -1,6 +1,6 @@
 // BackupRunner: copies a live checkpoint into the store. A full backup reads
 // every allocated chunk; an incremental one reads only the chunks that hold
-// dirty extents and takes the base's manifest entries for the rest. Chunks
+// dirty extents and takes the base's index entries for the rest. Chunks
 // are read, hashed, compressed and written by a pool of threads pulling from
 // one queue (NBD reads in parallel across the export's connections).
 //
@@ -16,6 +16,8 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "backend/store/catalog.h"
 #include "backend/store/store.h"
@@ -49,9 +51,15 @@ class BackupRunner {
 
   // Plan: which chunks of disk `d` to read, which come from the base.
   Status PlanDisk(const BackupPlan& plan, size_t d, Work& w);
-  std::optional<Manifest> BaseManifest(const BackupPlan& plan,
-                                       const CheckpointDisk& disk);
-  Status PlanChunk(size_t d, uint64_t i, const Manifest* base, Work& w);
+  std::shared_ptr<const ChunkIndex> BaseIndex(const BackupPlan& plan,
+                                              const CheckpointDisk& disk);
+  // The base's chunks with data, ascending (what PlanChunk looks up).
+  struct BaseChunks {
+    std::vector<std::pair<uint64_t, ChunkHash>> data;
+    bool tree = false;  // format 2: kept whole by Store::KeepIndex
+    ChunkRef At(uint64_t i) const;
+  };
+  Status PlanChunk(size_t d, uint64_t i, const BaseChunks* base, Work& w);
   // Copy: a pool of threads runs the tasks; the first error stops them.
   Status Copy(const BackupPlan& plan, Work& w, const std::atomic<bool>& cancel);
   void CopyTasks(const BackupPlan& plan, Work& w,

@@ -175,6 +175,117 @@ Result<Manifest> ParseManifest(std::span<const std::byte> data) {
   return m;
 }
 
+// -------------------------------------------------- format 2 manifest
+
+Result<uint32_t> ManifestVersion(std::span<const std::byte> data) {
+  Reader r(data);
+  uint64_t version = 0;
+  if (data.size() < sizeof kManifestMagic) {
+    return CorruptManifest("truncated: " + std::to_string(data.size()) +
+                           " bytes");
+  }
+  if (std::memcmp(data.data(), kManifestMagic, sizeof kManifestMagic) != 0) {
+    return CorruptManifest("bad magic");
+  }
+  (void)r.Skip(sizeof kManifestMagic);
+  if (!r.Le(&version, 4)) return CorruptManifest("truncated header");
+  return static_cast<uint32_t>(version);
+}
+
+namespace {
+
+constexpr uint8_t kTreeHasRoot = 0x01;
+constexpr uint8_t kTreeFull = 0x02;
+
+// The least depth whose root covers `chunks`, or -1 if the spans are out of
+// range (every page has 2 to 65536 slots).
+int TreeDepth(uint64_t chunks, uint64_t leaf_span, uint64_t fan_out) {
+  if (leaf_span < 2 || fan_out < 2 || leaf_span > 65536 || fan_out > 65536) {
+    return -1;
+  }
+  int depth = 0;
+  for (uint64_t span = leaf_span; span < chunks; span *= fan_out) {
+    ++depth;
+    if (span > UINT64_MAX / fan_out) break;  // the next level covers all
+  }
+  return depth;
+}
+
+}  // namespace
+
+std::vector<std::byte> SerializeTreeManifest(const TreeManifest& m) {
+  Writer w(8 + 4 + 4 + 8 + 4 + 4 + 2 + 4 + m.backup_id.size() + m.disk.size() +
+           64);
+  w.Bytes(kManifestMagic, sizeof kManifestMagic);
+  w.U32(kTreeManifestVersion);
+  w.U32(m.chunk_size);
+  w.U64(m.size);
+  w.U32(m.leaf_span);
+  w.U32(m.fan_out);
+  w.U8(m.depth);
+  w.U8((m.has_root ? kTreeHasRoot : 0) | (m.full ? kTreeFull : 0));
+  w.String(m.backup_id);
+  w.String(m.disk);
+  static constexpr ChunkHash kNoHash{};
+  const ChunkHash& root = m.has_root ? m.root : kNoHash;
+  w.Bytes(root.data(), root.size());
+  const ChunkHash sum = Sha256(w.out());
+  w.Bytes(sum.data(), sum.size());
+  return std::move(w.out());
+}
+
+Result<TreeManifest> ParseTreeManifest(std::span<const std::byte> data) {
+  ASSIGN_OR_RETURN(const uint32_t version, ManifestVersion(data));
+  if (version != kTreeManifestVersion) {
+    return IoError("unsupported (manifest version " + std::to_string(version) +
+                   " where version 2 belongs)");
+  }
+  Reader r(data);
+  (void)r.Skip(sizeof kManifestMagic + 4);
+  uint64_t chunk_size = 0, size = 0, leaf = 0, fan = 0, depth = 0, flags = 0;
+  TreeManifest m;
+  if (!r.Le(&chunk_size, 4) || !r.Le(&size, 8) || !r.Le(&leaf, 4) ||
+      !r.Le(&fan, 4) || !r.Le(&depth, 1) || !r.Le(&flags, 1) ||
+      !r.String(&m.backup_id) || !r.String(&m.disk)) {
+    return CorruptManifest("truncated header");
+  }
+  constexpr size_t kSum = 32;
+  if (r.left() != 32 + kSum) {
+    return CorruptManifest(std::to_string(data.size()) + " bytes, expected " +
+                           std::to_string(r.pos() + 32 + kSum));
+  }
+  const ChunkHash sum = Sha256(data.first(data.size() - kSum));
+  if (std::memcmp(sum.data(), data.data() + data.size() - kSum, kSum) != 0) {
+    return CorruptManifest("checksum mismatch");
+  }
+  if (chunk_size == 0) return CorruptManifest("chunk size 0");
+  if (m.disk.empty()) return CorruptManifest("empty disk name");
+  const uint64_t count = ChunkCount(size, static_cast<uint32_t>(chunk_size));
+  const int want = TreeDepth(count, leaf, fan);
+  if (want < 0 || static_cast<uint64_t>(want) != depth) {
+    return CorruptManifest("tree geometry " + std::to_string(leaf) + "/" +
+                           std::to_string(fan) + " depth " +
+                           std::to_string(depth) + " for " +
+                           std::to_string(count) + " chunks");
+  }
+  if ((flags & ~uint64_t{kTreeHasRoot | kTreeFull}) != 0 ||
+      ((flags & kTreeFull) != 0 && (flags & kTreeHasRoot) == 0)) {
+    return CorruptManifest("flags " + std::to_string(flags));
+  }
+  std::memcpy(m.root.data(), data.data() + r.pos(), m.root.size());
+  m.has_root = (flags & kTreeHasRoot) != 0;
+  if (!m.has_root && m.root != ChunkHash{}) {
+    return CorruptManifest("a root hash without a root");
+  }
+  m.full = (flags & kTreeFull) != 0;
+  m.size = size;
+  m.chunk_size = static_cast<uint32_t>(chunk_size);
+  m.leaf_span = static_cast<uint32_t>(leaf);
+  m.fan_out = static_cast<uint32_t>(fan);
+  m.depth = static_cast<uint8_t>(depth);
+  return m;
+}
+
 // ----------------------------------------------------------- backup record
 
 namespace {

@@ -34,6 +34,13 @@ inline constexpr uint32_t kManifestVersion = 1;
 inline constexpr size_t kManifestEntrySize = 33;
 inline constexpr uint8_t kManifestEntryZero = 0x01;  // flags bit 0
 
+// Format 2 manifest (docs/FORMAT.md section 8), little-endian:
+//   magic "CKPTFSMF" (8) | version u32 = 2 | chunk_size u32 | size u64 |
+//   leaf_span u32 | fan_out u32 | depth u8 | flags u8 (bit 0: has a root,
+//   bit 1: full) | backup_id length u16 | backup_id | disk length u16 | disk |
+//   root hash (32, zeros without a root) | SHA-256 of everything before (32)
+inline constexpr uint32_t kTreeManifestVersion = 2;
+
 // Backup records: JSON with "format": kBackupRecordFormat.
 inline constexpr int kBackupRecordFormat = 1;
 // "created" and "completed" lie within +-kMaxEpochSeconds, so that their
@@ -49,6 +56,13 @@ uint64_t ChunkCount(uint64_t size, uint32_t chunk_size);
 // ChunkRef::hash holds; ParseManifest returns zero entries with hash {}.
 std::vector<std::byte> SerializeManifest(const Manifest& m);
 Result<Manifest> ParseManifest(std::span<const std::byte> data);
+
+// The version of a manifest object (after its magic): which parser reads it.
+Result<uint32_t> ManifestVersion(std::span<const std::byte> data);
+// REQUIRES: as SerializeManifest. The parser also checks the geometry (spans
+// 2..65536, depth the least that covers the chunks) and the flags.
+std::vector<std::byte> SerializeTreeManifest(const TreeManifest& m);
+Result<TreeManifest> ParseTreeManifest(std::span<const std::byte> data);
 
 // Strings that are not valid UTF-8 are written with U+FFFD replacements
 // (JSON cannot carry them).

@@ -122,6 +122,14 @@ Result<bool> Store::TouchChunk(const ChunkHash& hash) {
 
 Status Store::PutManifest(const BackupRecord& backup,
                           const Manifest& manifest) {
+  RETURN_IF_ERROR(CheckManifest(backup, manifest));
+  const std::vector<std::byte> data = SerializeManifest(manifest);
+  return objects_->Create(
+      ManifestKey(backup.domain_uuid, backup.checkpoint, manifest.disk), data);
+}
+
+Status Store::CheckManifest(const BackupRecord& backup,
+                            const Manifest& manifest) {
   RETURN_IF_ERROR(CheckBackupIdentity(backup));
   RETURN_IF_ERROR(
       CheckName("disk name", manifest.disk, sizeof kManifestSuffix - 1));
@@ -143,45 +151,62 @@ Status Store::PutManifest(const BackupRecord& backup,
                            " chunks for " + std::to_string(manifest.size) +
                            " bytes, expected " + std::to_string(want));
   }
-  const std::vector<std::byte> data = SerializeManifest(manifest);
-  return objects_->Create(
-      ManifestKey(backup.domain_uuid, backup.checkpoint, manifest.disk), data);
+  return Status::Ok();
+}
+
+Result<std::vector<std::byte>> Store::ReadManifestObject(
+    const BackupRecord& backup, const std::string& disk, std::string* key) {
+  RETURN_IF_ERROR(CheckBackupIdentity(backup));
+  RETURN_IF_ERROR(CheckName("disk name", disk, sizeof kManifestSuffix - 1));
+  *key = ManifestKey(backup.domain_uuid, backup.checkpoint, disk);
+  auto data = objects_->Get(*key);
+  if (!data.ok()) {
+    if (data.status().code() != Code::kNotFound) {
+      return IoError("manifest " + *key + ": " + data.status().ToString());
+    }
+    if (ListsDisk(backup, disk)) {
+      return IoError("manifest " + *key + ": missing (store corrupt)");
+    }
+    return NotFound("backup " + backup.id + " has no disk '" + disk + "'");
+  }
+  return data;
+}
+
+Status Store::CheckManifestIdentity(const std::string& key,
+                                    const BackupRecord& backup,
+                                    const std::string& disk,
+                                    const std::string& names_backup,
+                                    const std::string& names_disk,
+                                    uint32_t chunk_size_of, uint64_t size) {
+  if (names_backup != backup.id || names_disk != disk) {
+    return IoError("manifest " + key + ": corrupt (names backup '" +
+                   names_backup + "' disk '" + names_disk + "')");
+  }
+  if (chunk_size_of != chunk_size()) {
+    return IoError("manifest " + key + ": corrupt (chunk size " +
+                   std::to_string(chunk_size_of) + ", the store's is " +
+                   std::to_string(chunk_size()) + ")");
+  }
+  for (const BackupDisk& d : backup.disks) {
+    if (d.name == disk && d.size != size) {
+      return IoError("manifest " + key + ": corrupt (size " +
+                     std::to_string(size) + ", the record says " +
+                     std::to_string(d.size) + ")");
+    }
+  }
+  return Status::Ok();
 }
 
 Result<Manifest> Store::GetManifest(const BackupRecord& backup,
                                     const std::string& disk) {
-  RETURN_IF_ERROR(CheckBackupIdentity(backup));
-  RETURN_IF_ERROR(CheckName("disk name", disk, sizeof kManifestSuffix - 1));
-  const std::string key =
-      ManifestKey(backup.domain_uuid, backup.checkpoint, disk);
-  auto data = objects_->Get(key);
-  if (!data.ok()) {
-    if (data.status().code() != Code::kNotFound) {
-      return IoError("manifest " + key + ": " + data.status().ToString());
-    }
-    if (ListsDisk(backup, disk)) {
-      return IoError("manifest " + key + ": missing (store corrupt)");
-    }
-    return NotFound("backup " + backup.id + " has no disk '" + disk + "'");
-  }
-  auto manifest = ParseManifest(*data);
+  std::string key;
+  ASSIGN_OR_RETURN(const std::vector<std::byte> data,
+                   ReadManifestObject(backup, disk, &key));
+  auto manifest = ParseManifest(data);
   if (!manifest.ok()) return manifest.status().Annotate("manifest " + key);
-  if (manifest->backup_id != backup.id || manifest->disk != disk) {
-    return IoError("manifest " + key + ": corrupt (names backup '" +
-                   manifest->backup_id + "' disk '" + manifest->disk + "')");
-  }
-  if (manifest->chunk_size != chunk_size()) {
-    return IoError("manifest " + key + ": corrupt (chunk size " +
-                   std::to_string(manifest->chunk_size) + ", the store's is " +
-                   std::to_string(chunk_size()) + ")");
-  }
-  for (const BackupDisk& d : backup.disks) {
-    if (d.name == disk && d.size != manifest->size) {
-      return IoError("manifest " + key + ": corrupt (size " +
-                     std::to_string(manifest->size) + ", the record says " +
-                     std::to_string(d.size) + ")");
-    }
-  }
+  RETURN_IF_ERROR(CheckManifestIdentity(key, backup, disk, manifest->backup_id,
+                                        manifest->disk, manifest->chunk_size,
+                                        manifest->size));
   return manifest;
 }
 
@@ -411,9 +436,10 @@ Result<std::vector<Store::Incomplete>> Store::ListIncomplete() {
 
 Result<std::shared_ptr<ImageSource>> Store::OpenImage(
     const BackupRecord& backup, const std::string& disk) {
-  ASSIGN_OR_RETURN(Manifest manifest, GetManifest(backup, disk));
+  ASSIGN_OR_RETURN(std::shared_ptr<const ChunkIndex> index,
+                   OpenIndex(backup, disk));
   return std::shared_ptr<ImageSource>(
-      std::make_shared<StoreSource>(chunks_, std::move(manifest)));
+      std::make_shared<StoreSource>(chunks_, std::move(index)));
 }
 
 }  // namespace ckptfs

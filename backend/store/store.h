@@ -33,22 +33,29 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "backend/image_source.h"
 #include "backend/status.h"
+#include "backend/store/chunk_index.h"
 #include "backend/store/chunk_store.h"
 #include "backend/store/object_store.h"
 #include "backend/store/serialize.h"
+#include "backend/store/tree_index.h"
 #include "backend/store/types.h"
 
 namespace ckptfs {
 
 // config.json. Fixed when the store is created.
 struct StoreConfig {
-  uint32_t format = 1;               // layout version; this code reads 1
+  // Layout version: 1 (dense manifests) or 2 (index trees, docs/FORMAT.md
+  // section 8). A store keeps the format it was made with: a format 1 store
+  // is read and written as format 1.
+  uint32_t format = 1;
   uint32_t chunk_size = 256 * 1024;  // power of two, 4 KiB .. 16 MiB
   // "auto": a chunk is a zstd frame, or its plain bytes when zstd does not
   // make it smaller (docs/FORMAT.md); "zstd": always a zstd frame (stores
@@ -58,13 +65,18 @@ struct StoreConfig {
   bool operator==(const StoreConfig&) const = default;
 };
 
+// The format new stores get, and the newest this code reads and writes.
 inline constexpr uint32_t kStoreFormat = 1;
+inline constexpr uint32_t kTreeStoreFormat = 2;
+// The byte budget of a Store's index page cache: the pages near the roots of
+// many open images, within the daemon's fixed 64 MiB beside its block cache.
+inline constexpr size_t kPageCacheBytes = 16u << 20;
 
 // config.json text of a config (no validation).
 std::string SerializeStoreConfig(const StoreConfig& config);
 // Parses and validates config.json; `location` names the store in messages.
 // Errors are kInvalidArgument ("store DIR has format 7; this ckptfs reads
-// format 1").
+// format 1 or 2").
 Result<StoreConfig> ParseStoreConfig(std::string_view json,
                                      const std::string& location);
 
@@ -101,6 +113,7 @@ class Store {
                                                std::string* moved_to = nullptr);
 
   const StoreConfig& config() const { return config_; }
+  const PageCache& page_cache() const { return *page_cache_; }
   uint32_t chunk_size() const { return config_.chunk_size; }
   ObjectStore& objects() { return *objects_; }
 
@@ -164,6 +177,31 @@ class Store {
   // truncated, or belongs to another backup or disk.
   Result<Manifest> GetManifest(const BackupRecord& backup,
                                const std::string& disk);
+  // The disk's index (GetManifest's checks and errors), whatever its format
+  // (store_index.cc): what every reader of a backup's chunks uses. A format
+  // 2 index reads its pages on demand.
+  Result<std::shared_ptr<const ChunkIndex>> OpenIndex(
+      const BackupRecord& backup, const std::string& disk);
+  // The writer side of a new backup's index of one disk, in the store's
+  // format: from `base` (the base backup's index of that disk, or null) when
+  // it can start from it (ChunkIndexBuilder::from_base).
+  std::unique_ptr<ChunkIndexBuilder> NewIndexBuilder(
+      const BackupRecord& backup, const std::string& disk, uint64_t size,
+      std::shared_ptr<const ChunkIndex> base);
+  // A backup that will reuse `base` keeps it from gc until it commits: a
+  // format 2 index's root page is touched, and gc keeps the whole subtree of
+  // every page touched since the oldest running backup began. False if the
+  // root is gone (gc after a prune): the backup must not use that base.
+  Result<bool> KeepIndex(const ChunkIndex& base);
+  // Finishes the builder: the new pages go into `batch` (those already
+  // stored are touched instead); returns the manifest's bytes, for PutIndex
+  // once the batch is committed. PutManifest's checks and errors.
+  Result<std::vector<std::byte>> StageIndex(const BackupRecord& backup,
+                                            ChunkIndexBuilder& builder,
+                                            ObjectStore::Batch* batch);
+  // Creates the manifest StageIndex made (durable on return).
+  Status PutIndex(const BackupRecord& backup, const std::string& disk,
+                  std::span<const std::byte> manifest);
   // Writes backup.json: the backup is complete. REQUIRES (else
   // kInvalidArgument): a valid record (id, mode full|incremental, at least
   // one disk, unique disk names) whose every disk's manifest is stored.
@@ -252,12 +290,14 @@ class Store {
   Result<std::vector<Lock>> ExpireLocks(int64_t now);
 
   struct GcStats {
-    uint64_t chunks = 0;       // chunk objects seen
-    uint64_t referenced = 0;   // of them, named by a manifest
-    uint64_t recent = 0;       // unreferenced but touched after the cutoff
-    uint64_t deleted = 0;      // removed (or, dry run, to remove)
-    uint64_t leftovers = 0;    // objects of deletes cut short, removed
-    uint64_t temporaries = 0;  // of crashed writers, removed
+    uint64_t chunks = 0;         // chunk objects seen
+    uint64_t referenced = 0;     // of them, named by a manifest
+    uint64_t recent = 0;         // unreferenced but touched after the cutoff
+    uint64_t deleted = 0;        // removed (or, dry run, to remove)
+    uint64_t leftovers = 0;      // objects of deletes cut short, removed
+    uint64_t temporaries = 0;    // of crashed writers, removed
+    uint64_t pages = 0;          // format 2 index pages seen
+    uint64_t pages_deleted = 0;  // of them, removed (or, dry run, to remove)
   };
   // The cutoff gc uses at time `now`: a minute before the start of the
   // oldest running backup (ListLocks), or before now.
@@ -292,10 +332,35 @@ class Store {
   void RemovePartialBackupOf(const Lock& lock);
   // CollectGarbage's first step; returns the objects removed.
   Result<uint64_t> RemoveLeftovers(bool dry_run);
+  // PutManifest's checks (StageIndex's too).
+  Status CheckManifest(const BackupRecord& backup, const Manifest& manifest);
+  // GetManifest's steps, shared with OpenIndex.
+  Result<std::vector<std::byte>> ReadManifestObject(const BackupRecord& backup,
+                                                    const std::string& disk,
+                                                    std::string* key);
+  Status CheckManifestIdentity(const std::string& key,
+                               const BackupRecord& backup,
+                               const std::string& disk,
+                               const std::string& names_backup,
+                               const std::string& names_disk,
+                               uint32_t chunk_size_of, uint64_t size);
+  // Format 2: index pages by hash (store_index.cc).
+  static std::string PageKey(const ChunkHash& hash);
+  PageSource Pages() const;
+  // Marks what the manifests reference (chunks, and format 2 pages) and,
+  // if cutoff is set, the subtrees of pages touched at or after it.
+  Status Mark(std::optional<int64_t> cutoff, std::vector<ChunkHash>* chunks,
+              std::set<ChunkHash>* pages);
+  Status SweepPages(const std::set<ChunkHash>& keep, int64_t cutoff,
+                    bool dry_run, GcStats* stats);
 
   const std::shared_ptr<ObjectStore> objects_;
   const StoreConfig config_;
   const std::shared_ptr<ChunkStore> chunks_;
+  // Format 2 index pages of every image this Store opened (docs/FORMAT.md
+  // section 8): one budget, however many images are open.
+  const std::shared_ptr<PageCache> page_cache_ =
+      std::make_shared<PageCache>(kPageCacheBytes);
   std::string catalog_path_;  // "" if the store has no local directory
 };
 

@@ -22,32 +22,9 @@ using namespace store_internal;  // NOLINT: the layout's names
 // ------------------------------------------------------------ verification
 
 Result<std::vector<ChunkHash>> Store::ReferencedChunks() {
-  ASSIGN_OR_RETURN(const std::vector<std::string> keys,
-                   objects_->List(kBackupsPrefix));
   std::vector<ChunkHash> hashes;
-  size_t compacted = 0;
-  for (const std::string& key : keys) {
-    if (!key.ends_with(kManifestSuffix)) continue;
-    auto data = objects_->Get(key);
-    if (!data.ok()) {
-      if (data.status().code() == Code::kNotFound) continue;  // just deleted
-      return IoError("manifest " + key + ": " + data.status().ToString());
-    }
-    auto manifest = ParseManifest(*data);
-    if (!manifest.ok()) return manifest.status().Annotate("manifest " + key);
-    for (const ChunkRef& ref : manifest->chunks) {
-      if (!ref.zero) hashes.push_back(ref.hash);
-    }
-    // Successive backups share most chunks: deduplicate as we go so memory
-    // follows the unique count.
-    if (hashes.size() > 2 * compacted + (1u << 20)) {
-      std::sort(hashes.begin(), hashes.end());
-      hashes.erase(std::unique(hashes.begin(), hashes.end()), hashes.end());
-      compacted = hashes.size();
-    }
-  }
-  std::sort(hashes.begin(), hashes.end());
-  hashes.erase(std::unique(hashes.begin(), hashes.end()), hashes.end());
+  std::set<ChunkHash> pages;
+  RETURN_IF_ERROR(Mark(std::nullopt, &hashes, &pages));
   return hashes;
 }
 
@@ -59,25 +36,30 @@ Result<std::vector<std::string>> Store::VerifyBackup(
   std::set<ChunkHash> verified;
   std::vector<std::byte> buf(chunk_size());
   for (const BackupDisk& disk : backup.disks) {
-    auto manifest = GetManifest(backup, disk.name);
-    if (!manifest.ok()) {
+    auto index = OpenIndex(backup, disk.name);
+    if (!index.ok()) {
       problems.push_back(backup.id + " disk " + disk.name + ": " +
-                         manifest.status().message());
+                         index.status().message());
       continue;
     }
-    const uint64_t cs = manifest->chunk_size;
-    for (uint64_t i = 0; i < manifest->chunks.size(); ++i) {
-      const ChunkRef& ref = manifest->chunks[i];
-      if (ref.zero || verified.contains(ref.hash)) continue;
-      const size_t length =
-          static_cast<size_t>(std::min(cs, manifest->size - i * cs));
-      const Status status = CheckChunk(ref, std::span(buf).first(length));
-      if (!status.ok()) {
-        problems.push_back(backup.id + " disk " + disk.name + " offset " +
-                           std::to_string(i * cs) + ": " + status.message());
-        continue;
-      }
-      verified.insert(ref.hash);
+    const ChunkIndex& idx = **index;
+    const Status walked =
+        idx.ForEachAllocated([&](uint64_t i, const ChunkRef& ref) {
+          if (verified.contains(ref.hash)) return Status::Ok();
+          const size_t length = static_cast<size_t>(idx.chunk_length(i));
+          const Status status = CheckChunk(ref, std::span(buf).first(length));
+          if (!status.ok()) {
+            problems.push_back(backup.id + " disk " + disk.name + " offset " +
+                               std::to_string(i * idx.chunk_size()) + ": " +
+                               status.message());
+          } else {
+            verified.insert(ref.hash);
+          }
+          return Status::Ok();
+        });
+    if (!walked.ok()) {
+      problems.push_back(backup.id + " disk " + disk.name + ": " +
+                         walked.message());
     }
   }
   return problems;
@@ -111,7 +93,11 @@ Result<Store::GcStats> Store::CollectGarbage(int64_t cutoff, bool dry_run) {
   GcStats stats;
   // Leftovers first, so that they no longer pin their chunks.
   ASSIGN_OR_RETURN(stats.leftovers, RemoveLeftovers(dry_run));
-  ASSIGN_OR_RETURN(const std::vector<ChunkHash> referenced, ReferencedChunks());
+  // Mark: chunks and pages the manifests reference, and the subtrees of
+  // pages touched since the cutoff (what running backups reuse or wrote).
+  std::vector<ChunkHash> referenced;
+  std::set<ChunkHash> pages;
+  RETURN_IF_ERROR(Mark(cutoff, &referenced, &pages));
   ASSIGN_OR_RETURN(const std::vector<std::string> keys,
                    objects_->List("chunks/"));
   for (const std::string& key : keys) {
@@ -133,6 +119,7 @@ Result<Store::GcStats> Store::CollectGarbage(int64_t cutoff, bool dry_run) {
                      objects_->DeleteIfUnusedSince(key, cutoff));
     ++(deleted ? stats.deleted : stats.recent);
   }
+  RETURN_IF_ERROR(SweepPages(pages, cutoff, dry_run, &stats));
   if (!dry_run) {
     // Temporaries also wait an hour: a plain Put runs without a lock.
     const int64_t temp_cutoff =

@@ -24,10 +24,11 @@ constexpr uint32_t kMinChunkSize = 4096;
 constexpr uint32_t kMaxChunkSize = 16u << 20;
 
 Status CheckConfig(const StoreConfig& c, const std::string& where) {
-  if (c.format != kStoreFormat) {
+  if (c.format < kStoreFormat || c.format > kTreeStoreFormat) {
     return InvalidArgument(where + " has format " + std::to_string(c.format) +
                            "; this ckptfs reads format " +
-                           std::to_string(kStoreFormat));
+                           std::to_string(kStoreFormat) + " or " +
+                           std::to_string(kTreeStoreFormat));
   }
   if (c.chunk_size < kMinChunkSize || c.chunk_size > kMaxChunkSize ||
       (c.chunk_size & (c.chunk_size - 1)) != 0) {
@@ -95,7 +96,9 @@ Result<StoreConfig> ParseStoreConfig(std::string_view text,
   int64_t v = 0;
   RETURN_IF_ERROR(integer("format", 0, UINT32_MAX, &v));
   c.format = static_cast<uint32_t>(v);
-  if (c.format != kStoreFormat) return CheckConfig(c, where);
+  if (c.format < kStoreFormat || c.format > kTreeStoreFormat) {
+    return CheckConfig(c, where);
+  }
   RETURN_IF_ERROR(integer("chunk_size", 0, UINT32_MAX, &v));
   c.chunk_size = static_cast<uint32_t>(v);
   RETURN_IF_ERROR(integer("zstd_level", INT32_MIN, INT32_MAX, &v));

@@ -6,32 +6,25 @@
 
 namespace ckptfs {
 
-namespace {
-
-std::vector<uint64_t> RunStarts(const std::vector<ChunkRef>& chunks) {
-  std::vector<uint64_t> runs;
-  for (uint64_t i = 0; i < chunks.size(); ++i) {
-    if (i == 0 || chunks[i].zero != chunks[i - 1].zero) runs.push_back(i);
-  }
-  runs.shrink_to_fit();
-  return runs;
-}
-
-}  // namespace
+StoreSource::StoreSource(std::shared_ptr<ChunkStore> chunks,
+                         std::shared_ptr<const ChunkIndex> index)
+    : chunks_(std::move(chunks)), index_(std::move(index)) {}
 
 StoreSource::StoreSource(std::shared_ptr<ChunkStore> chunks, Manifest manifest)
-    : chunks_(std::move(chunks)),
-      manifest_(std::move(manifest)),
-      runs_(RunStarts(manifest_.chunks)) {}
+    : StoreSource(std::move(chunks),
+                  std::make_shared<DenseIndex>(std::move(manifest))) {}
+
+std::string StoreSource::Name() const {
+  return "stored image " + index_->backup_id() + "/" + index_->disk();
+}
 
 Status StoreSource::CheckRange(uint64_t offset, uint64_t length,
                                const char* what) const {
-  if (offset > manifest_.size || length > manifest_.size - offset) {
-    return InvalidArgument("stored image " + manifest_.backup_id + "/" +
-                           manifest_.disk + ": " + what + " of " +
-                           std::to_string(length) + " bytes at " +
-                           std::to_string(offset) + " is beyond its size " +
-                           std::to_string(manifest_.size));
+  const uint64_t size = index_->size();
+  if (offset > size || length > size - offset) {
+    return InvalidArgument(
+        Name() + ": " + what + " of " + std::to_string(length) + " bytes at " +
+        std::to_string(offset) + " is beyond its size " + std::to_string(size));
   }
   return Status::Ok();
 }
@@ -68,19 +61,23 @@ Status StoreSource::preadv(std::span<const std::span<std::byte>> bufs,
     }
   };
 
-  const uint64_t chunk_size = manifest_.chunk_size;
+  const uint64_t chunk_size = index_->chunk_size();
   std::vector<std::byte> scratch;
   uint64_t pos = offset;
   const uint64_t end = offset + total;
   while (pos < end) {
     const uint64_t index = pos / chunk_size;
     const uint64_t chunk_start = index * chunk_size;
-    const size_t chunk_len =
-        static_cast<size_t>(std::min(chunk_size, manifest_.size - chunk_start));
+    const size_t chunk_len = static_cast<size_t>(index_->chunk_length(index));
     const size_t skip = static_cast<size_t>(pos - chunk_start);
     const size_t n =
         static_cast<size_t>(std::min<uint64_t>(chunk_len - skip, end - pos));
-    const ChunkRef& ref = manifest_.chunks[index];
+    Result<ChunkRef> got = index_->Lookup(index);
+    if (!got.ok()) {
+      return got.status().Annotate(Name() + " at offset " +
+                                   std::to_string(chunk_start));
+    }
+    const ChunkRef& ref = *got;
     skip_empty();
     Status status;
     if (ref.zero) {
@@ -95,8 +92,7 @@ Status StoreSource::preadv(std::span<const std::span<std::byte>> bufs,
       if (status.ok()) emit(scratch.data() + skip, n);
     }
     if (!status.ok()) {
-      return status.Annotate("stored image " + manifest_.backup_id + "/" +
-                             manifest_.disk + " at offset " +
+      return status.Annotate(Name() + " at offset " +
                              std::to_string(chunk_start));
     }
     pos += n;
@@ -109,26 +105,21 @@ Result<std::vector<Extent>> StoreSource::extents(uint64_t offset,
   RETURN_IF_ERROR(CheckRange(offset, length, "extents"));
   std::vector<Extent> out;
   if (length == 0) return out;
-  const uint64_t chunk_size = manifest_.chunk_size;
+  const uint64_t chunk_size = index_->chunk_size();
+  const uint64_t size = index_->size();
   const uint64_t end = offset + length;
-  // The run holding offset's chunk: the last run starting at or before it.
-  uint64_t probes = 0;
-  auto it = std::upper_bound(runs_.begin(), runs_.end(), offset / chunk_size,
-                             [&](uint64_t chunk, uint64_t start) {
-                               ++probes;
-                               return chunk < start;
-                             });
-  size_t r = static_cast<size_t>(it - runs_.begin()) - 1;
-  // Neighbouring runs differ in kind, so every run is one extent.
-  for (uint64_t pos = offset; pos < end; ++r) {
-    const uint64_t run_end =
-        r + 1 < runs_.size() ? runs_[r + 1] * chunk_size : manifest_.size;
-    const uint64_t next = std::min(run_end, end);
-    const bool zero = manifest_.chunks[runs_[r]].zero;
-    out.push_back({pos, next - pos, zero, zero});
+  // Every extent is one stretch of one kind: from its first chunk's kind to
+  // the next chunk of the other kind.
+  for (uint64_t pos = offset; pos < end;) {
+    const uint64_t c = pos / chunk_size;
+    ASSIGN_OR_RETURN(const ChunkRef ref, index_->Lookup(c));
+    ASSIGN_OR_RETURN(const uint64_t other,
+                     ref.zero ? index_->NextAllocated(c) : index_->NextHole(c));
+    const uint64_t next =
+        std::min({end, size, std::max(other, c + 1) * chunk_size});
+    out.push_back({pos, next - pos, ref.zero, ref.zero});
     pos = next;
   }
-  index_steps_.fetch_add(probes + out.size(), std::memory_order_relaxed);
   return out;
 }
 

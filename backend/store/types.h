@@ -35,6 +35,22 @@ struct Manifest {
   std::vector<ChunkRef> chunks;  // ceil(size / chunk_size) entries
 };
 
+// Store format 2: the manifest names the root of the disk's index tree of
+// content-addressed pages (backend/store/tree_index.h, docs/FORMAT.md 8).
+struct TreeManifest {
+  std::string backup_id;
+  std::string disk;
+  uint64_t size = 0;
+  uint32_t chunk_size = 0;
+  uint32_t leaf_span = 0;  // chunks per leaf page
+  uint32_t fan_out = 0;    // children per interior page
+  uint8_t depth = 0;       // level of the root
+  bool has_root = false;   // false: no chunk holds data
+  bool full = false;       // every chunk holds data
+  ChunkHash root{};        // the root page's hash (0 without a root)
+  bool operator==(const TreeManifest&) const = default;
+};
+
 struct BackupDisk {
   std::string name;  // target
   uint64_t size = 0;

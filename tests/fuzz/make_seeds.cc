@@ -17,12 +17,13 @@
 #include <string>
 #include <vector>
 
+#include "backend/store/catalog.h"
+#include "backend/store/index_page.h"
 #include "backend/store/object_store.h"
 #include "backend/store/serialize.h"
 #include "backend/store/sha256.h"
 #include "backend/store/store.h"
 #include "backend/xml.h"
-#include "backend/store/catalog.h"
 #include "mountd/jobs.h"
 #include "tests/fakes/memory_object_store.h"
 
@@ -90,6 +91,46 @@ void ControlSeeds(SeedWriter& w) {
       {"invalid-slash-domain", "../etc name=.hidden"},
   };
   for (const auto& [name, line] : seeds) w.Write("control", name, line);
+}
+
+// --------------------------------------------------------------- index page
+
+void IndexPageSeeds(SeedWriter& w) {
+  IndexPage leaf;
+  leaf.first = 4096;
+  leaf.slots = 16;
+  for (uint32_t s : {0u, 3u, 15u}) {
+    const std::string plain = "chunk " + std::to_string(s);
+    leaf.entries.emplace_back(s, Sha256(std::as_bytes(std::span(plain))));
+  }
+  IndexPage inner = leaf;
+  inner.level = 2;
+  inner.first = 0;
+  inner.slots = 8;
+  inner.entries.resize(2);
+  inner.entries[1].first = 7;
+  inner.full = {true, false};
+  const Bytes l = SerializeIndexPage(leaf);
+  w.Write("index_page", "valid-leaf-three-chunks", l);
+  w.Write("index_page", "valid-interior-two-children",
+          SerializeIndexPage(inner));
+  Bytes bad = l;
+  bad.resize(bad.size() - 1);
+  w.Write("index_page", "invalid-truncated", bad);
+  bad = l;
+  bad[24] |= std::byte{0x02};  // a present bit without its hash
+  w.Write("index_page", "invalid-bitmap", bad);
+  TreeManifest m;
+  m.backup_id = "0b4a1f2e-1111-2222-3333-444455556666/20261123T081500Z";
+  m.disk = "vda";
+  m.size = 1ull << 30;
+  m.chunk_size = 262144;
+  m.leaf_span = 16;
+  m.fan_out = 8;
+  m.depth = 3;
+  m.has_root = true;
+  m.root = leaf.entries[0].second;
+  w.Write("index_page", "valid-tree-manifest", SerializeTreeManifest(m));
 }
 
 // ----------------------------------------------------------------- manifest
@@ -378,6 +419,7 @@ int main(int argc, char** argv) {
   ckptfs::SeedWriter w(argv[1]);
   ckptfs::ControlSeeds(w);
   ckptfs::ManifestSeeds(w);
+  ckptfs::IndexPageSeeds(w);
   ckptfs::BackupRecordSeeds(w);
   ckptfs::StoreConfigSeeds(w);
   ckptfs::ObjectKeySeeds(w);

@@ -674,6 +674,13 @@ ckpt_mount() {
   ((have_run)) || args+=(--run-dir "$CKT_RUN")
   # Each test has its own store, so backups never leak between tests.
   ((have_store)) || args+=(--store "$CKT_WORK/store")
+  # CKT_STORE_FORMAT=2 runs a test against a format 2 store (index trees,
+  # docs/FORMAT.md section 8) while new stores are still made as format 1.
+  if [[ -n "${CKT_STORE_FORMAT:-}" && ! -e "$CKT_WORK/store/config.json" ]] && ((!have_store)); then
+    install -d -m 0700 "$CKT_WORK/store"
+    (umask 077 && printf '{"chunk_size": 262144, "compression": "auto", "format": %s, "zstd_level": 3}\n' \
+      "$CKT_STORE_FORMAT" >"$CKT_WORK/store/config.json")
+  fi
   mkdir -p "$mp"
   CKT_MOUNTS+=("$mp")
   say "mount: $CKPTFS_BIN mount $mp ${args[*]}"
