@@ -118,10 +118,14 @@ void AddStoreCommands(CLI::App& app, StoreArgs& s) {
 std::string VersionText() {
   // A store or object of another version is refused, so whoever holds a
   // store can tell from this which ckptfs reads it.
-  return std::string("ckptfs ") + CKPTFS_VERSION + "\nstore format " +
-         std::to_string(kStoreFormat) + " (manifest version " +
-         std::to_string(kManifestVersion) + ", backup record format " +
-         std::to_string(kBackupRecordFormat) + "): reads and writes";
+  return std::string("ckptfs ") + CKPTFS_VERSION + "\nstore formats " +
+         std::to_string(kStoreFormat) + " and " +
+         std::to_string(kTreeStoreFormat) + " (manifest versions " +
+         std::to_string(kManifestVersion) + " and " +
+         std::to_string(kTreeManifestVersion) + ", backup record format " +
+         std::to_string(kBackupRecordFormat) +
+         "): reads and writes; new stores are format " +
+         std::to_string(kTreeStoreFormat);
 }
 
 std::optional<int> ParseCommandLine(int argc, char** argv, CommandLine& cl) {

@@ -54,8 +54,8 @@ namespace ckptfs {
 struct StoreConfig {
   // Layout version: 1 (dense manifests) or 2 (index trees, docs/FORMAT.md
   // section 8). A store keeps the format it was made with: a format 1 store
-  // is read and written as format 1.
-  uint32_t format = 1;
+  // is read and written as format 1. New stores are format 2.
+  uint32_t format = 2;
   uint32_t chunk_size = 256 * 1024;  // power of two, 4 KiB .. 16 MiB
   // "auto": a chunk is a zstd frame, or its plain bytes when zstd does not
   // make it smaller (docs/FORMAT.md); "zstd": always a zstd frame (stores
@@ -65,9 +65,10 @@ struct StoreConfig {
   bool operator==(const StoreConfig&) const = default;
 };
 
-// The format new stores get, and the newest this code reads and writes.
-inline constexpr uint32_t kStoreFormat = 1;
-inline constexpr uint32_t kTreeStoreFormat = 2;
+// The formats this code reads and writes: 1 (dense manifests, stores made
+// before format 2) and 2 (index trees), which new stores get.
+inline constexpr uint32_t kStoreFormat = 1;  // the oldest
+inline constexpr uint32_t kTreeStoreFormat = 2;  // the newest, for new stores
 // The byte budget of a Store's index page cache: the pages near the roots of
 // many open images, within the daemon's fixed 64 MiB beside its block cache.
 inline constexpr size_t kPageCacheBytes = 16u << 20;

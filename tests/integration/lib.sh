@@ -674,8 +674,9 @@ ckpt_mount() {
   ((have_run)) || args+=(--run-dir "$CKT_RUN")
   # Each test has its own store, so backups never leak between tests.
   ((have_store)) || args+=(--store "$CKT_WORK/store")
-  # CKT_STORE_FORMAT=2 runs a test against a format 2 store (index trees,
-  # docs/FORMAT.md section 8) while new stores are still made as format 1.
+  # CKT_STORE_FORMAT=1 runs a test against a format 1 store (dense
+  # manifests: the stores ckptfs made before format 2), which stay readable
+  # and writable; new stores are format 2.
   if [[ -n "${CKT_STORE_FORMAT:-}" && ! -e "$CKT_WORK/store/config.json" ]] && ((!have_store)); then
     install -d -m 0700 "$CKT_WORK/store"
     (umask 077 && printf '{"chunk_size": 262144, "compression": "auto", "format": %s, "zstd_level": 3}\n' \

@@ -1443,6 +1443,7 @@ TEST_F(StoreTest, ConcurrentImageReads) {
 TEST(StoreConfigTest, ReopenKeepsTheStoresConfig) {
   TempDir dir;
   StoreConfig config;
+  config.format = 1;  // a store made before format 2 stays format 1
   config.chunk_size = 128 * 1024;
   config.zstd_level = 5;
   auto store = Store::OpenLocal(dir / "s", true, config);
