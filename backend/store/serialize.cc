@@ -108,17 +108,10 @@ std::vector<std::byte> SerializeManifest(const Manifest& m) {
 }
 
 Result<Manifest> ParseManifest(std::span<const std::byte> data) {
+  ASSIGN_OR_RETURN(const uint32_t version, ManifestVersion(data));
   Reader r(data);
-  if (data.size() < sizeof kManifestMagic) {
-    return CorruptManifest("truncated: " + std::to_string(data.size()) +
-                           " bytes");
-  }
-  if (std::memcmp(data.data(), kManifestMagic, sizeof kManifestMagic) != 0) {
-    return CorruptManifest("bad magic");
-  }
-  (void)r.Skip(sizeof kManifestMagic);
-  uint64_t version = 0, chunk_size = 0, size = 0, count = 0;
-  if (!r.Le(&version, 4)) return CorruptManifest("truncated header");
+  (void)r.Skip(sizeof kManifestMagic + 4);  // magic and version, read above
+  uint64_t chunk_size = 0, size = 0, count = 0;
   if (version != kManifestVersion) {
     return IoError("unsupported (manifest version " + std::to_string(version) +
                    "; this ckptfs reads version " +

@@ -12,20 +12,13 @@
 
 #include "backend/store/store.h"
 #include "tests/fakes/memory_object_store.h"
+#include "tests/fakes/pattern.h"
 
 namespace ckptfs {
 namespace {
 
 using Bytes = std::vector<std::byte>;
 constexpr uint32_t kChunk = 4096;
-
-Bytes Pattern(int seed, size_t size) {
-  Bytes out(size);
-  for (size_t i = 0; i < size; ++i) {
-    out[i] = static_cast<std::byte>((i * 131 + seed * 7919 + 1) % 251 + 1);
-  }
-  return out;
-}
 
 class GcTest : public ::testing::Test {
  protected:

@@ -17,6 +17,7 @@
 #include "fs/checkpoint_view.h"
 #include "mountd/source_factory.h"
 #include "tests/fakes/memory_object_store.h"
+#include "tests/fakes/pattern.h"
 
 namespace ckptfs {
 namespace {
@@ -24,14 +25,6 @@ namespace {
 namespace fs = std::filesystem;
 using Bytes = std::vector<std::byte>;
 constexpr uint32_t kChunk = 4096;
-
-Bytes Pattern(int seed, size_t size) {
-  Bytes out(size);
-  for (size_t i = 0; i < size; ++i) {
-    out[i] = static_cast<std::byte>((i * 131 + seed * 7919 + 1) % 251 + 1);
-  }
-  return out;
-}
 
 BlockCacheOptions SmallCache() {
   BlockCacheOptions o;
