@@ -84,6 +84,10 @@ mon warn on pool no redundancy = false
 mon data avail warn = 1
 mon data avail crit = 0
 
+[client]
+# Several clients of one name (a daemon, the rados tool, tests) at once.
+admin socket = $dir/run/\$name.\$pid.asok
+
 [mon]
 mon data = $dir/mon/\$cluster-\$id
 mon initial members = a
