@@ -22,8 +22,9 @@
 #include <vector>
 
 #include "backend/libvirt_client.h"
-#include "cache/block_cache.h"
 #include "backend/store/catalog.h"
+#include "backend/store/store.h"
+#include "cache/block_cache.h"
 #include "fs/namespace.h"
 #include "mountd/backup_job.h"
 #include "mountd/control.h"
@@ -38,6 +39,8 @@ struct DaemonOptions {
   std::string connect_uri = "qemu:///system";
   std::string run_dir = "/var/lib/ckptfs/run";
   std::string store_dir = "/var/lib/ckptfs/store";
+  // A rados: store's cluster and catalog place (the run dir).
+  StoreOpenOptions store_options;
   uint64_t cache_size = 256ull << 20;
   bool allow_other = false;
 };

@@ -68,21 +68,26 @@ Result<std::unique_ptr<RadosObjectStore>> RadosObjectStore::Open(
   }
   r = cluster->connect();
   if (r < 0) {
-    return IoError("store " + location + ": cannot connect to the Ceph " +
-                   "cluster as " + who + " (" + Strerror(r) +
+    return IoError("cannot connect to the Ceph cluster as " + who + " (" +
+                   Strerror(r) +
                    "; check --ceph-conf, --ceph-id and the keyring)");
   }
   auto io = std::make_unique<librados::IoCtx>();
   r = cluster->ioctx_create(pool.c_str(), *io);
   if (r == -ENOENT) {
-    return NotFound("store " + location + ": the Ceph pool " + pool +
+    return NotFound("the Ceph pool " + pool +
                     " does not exist; create it first");
   }
   if (r < 0) {
-    return IoError("store " + location + ": opening pool " + pool + ": " +
-                   Strerror(r));
+    return IoError("opening Ceph pool " + pool + ": " + Strerror(r));
   }
   io->set_namespace(ns);
+  // Without this a client pauses every write to a pool marked full (quota
+  // or cluster) until the flag clears, and our op timeout turns that into
+  // an unexplained timeout. With it the OSD answers at once: writes that
+  // would grow the pool get -EDQUOT (quota) or -ENOSPC; deletes, Touch and
+  // same-size rewrites still go through, so gc and prune can free space.
+  io->set_pool_full_try();
   std::random_device rd;
   const uint64_t nonce = (uint64_t{rd()} << 32) ^ rd();
   return std::unique_ptr<RadosObjectStore>(

@@ -21,7 +21,9 @@
 // - Batch is the default (a Put per object, each durable on its ack).
 //
 // Errors: -ENOENT kNotFound; -EDQUOT (pool quota reached) and -ENOSPC (pool
-// or cluster full) kNoSpace, saying which; -EACCES/-EPERM kPermission (the
+// or cluster full) kNoSpace, saying which (the IoCtx is "full try", so the
+// OSD answers a write that would grow a full pool at once instead of the
+// client waiting for space); -EACCES/-EPERM kPermission (the
 // client key's caps); a timeout (rados_osd_op_timeout / rados_mon_op_timeout,
 // so a stopped OSD gives an error instead of a hang) and everything else
 // kIoError, each with the pool and object in the message.
