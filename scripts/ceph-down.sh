@@ -16,9 +16,8 @@ pids=()
 for f in "$dir"/run/*.pid; do
   [[ -f "$f" ]] || continue
   pid=$(cat "$f" 2>/dev/null)
-  # Only a ceph daemon whose command line names this cluster's conf.
-  if [[ -n "$pid" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null |
-    grep -qF -- "$dir/ceph.conf"; then
+  # Only a ceph daemon (the pid file may be stale and the pid reused).
+  if [[ -n "$pid" ]] && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == ceph-* ]]; then
     kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
   fi
   rm -f "$f"

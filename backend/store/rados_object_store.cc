@@ -60,12 +60,19 @@ Result<std::unique_ptr<RadosObjectStore>> RadosObjectStore::Open(
                                 : options.conf) +
                            " cannot be read: " + Strerror(r));
   }
+  // Ceph's default is to wait forever (0); a timeout the config sets wins.
   const std::string timeout = std::to_string(options.op_timeout_seconds);
-  for (const char* name : {"rados_osd_op_timeout", "rados_mon_op_timeout",
-                           "client_mount_timeout"}) {
+  for (const char* name : {"rados_osd_op_timeout", "rados_mon_op_timeout"}) {
+    std::string value;
+    if (cluster->conf_get(name, value) == 0 && value != "0" &&
+        value.find_first_not_of("0.") != std::string::npos) {
+      continue;
+    }
     r = cluster->conf_set(name, timeout.c_str());
     if (r < 0) return Internal(std::string("conf_set ") + name + " failed");
   }
+  r = cluster->conf_set("client_mount_timeout", timeout.c_str());
+  if (r < 0) return Internal("conf_set client_mount_timeout failed");
   r = cluster->connect();
   if (r < 0) {
     return IoError("cannot connect to the Ceph cluster as " + who + " (" +

@@ -50,7 +50,9 @@ namespace ckptfs {
 struct CephOptions {
   std::string conf;  // --ceph-conf: path of a ceph.conf
   std::string id;    // --ceph-id: client id without "client." ("ckptfs")
-  // Bounds every operation, so an OSD or mon that is gone gives kIoError.
+  // Bounds every operation (rados_osd_op_timeout, rados_mon_op_timeout,
+  // unless the config sets them), so an OSD or mon that is gone gives
+  // kIoError instead of a hang.
   int op_timeout_seconds = 30;
 };
 
