@@ -220,8 +220,9 @@ wait_for "b4 after remount" 30 test -d "$D/b4"
 # `ceph osd pause` (the OSDs serve nothing: every client holds its ops) stands
 # for a stopped OSD: a SIGSTOPped or restarted single memstore OSD leaves its
 # PG "laggy" for good in this Ceph (16.2), which would test Ceph, not ckptfs.
+paused=1
 admin osd pause >/dev/null 2>&1
-on_cleanup "ceph -c '$CONF' osd unpause"
+on_cleanup "((paused == 0)) || timeout 15 ceph -c '$CONF' --connect-timeout 5 osd unpause"
 start=$SECONDS
 rc=$(timeout 60 python3 - "$D/b4/vdb.img" <<'PY'
 import errno, os, sys
@@ -235,6 +236,7 @@ PY
 ) || rc="hung ($?)"
 took=$((SECONDS - start))
 admin osd unpause >/dev/null 2>&1
+paused=0
 assert_eq "$rc" EIO "a read with the OSDs paused"
 (( took < 40 )) || fail "the read with the OSDs paused took $took s"
 pass "OSDs paused: EIO after $took s"
