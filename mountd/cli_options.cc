@@ -1,6 +1,11 @@
 #include "mountd/cli_options.h"
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
 
 #include "backend/store/serialize.h"
 #include "backend/store/store.h"
@@ -27,7 +32,8 @@ void AddMountCommands(CLI::App& app, CommandLine& cl) {
       ->capture_default_str();
   mount
       ->add_option("--store", ma.store,
-                   "backup store directory (created on first use)")
+                   "backup store: a directory (created on first use) or "
+                   "rados:POOL[/NAMESPACE]")
       ->capture_default_str();
   mount->add_option("--host-id", ma.host_id,
                     "this daemon's name in a shared store (default: the "
@@ -37,6 +43,10 @@ void AddMountCommands(CLI::App& app, CommandLine& cl) {
                    "seconds a running backup's store lock lasts unrenewed "
                    "(10-86400)")
       ->capture_default_str();
+  mount->add_option("--ceph-conf", ma.ceph_conf,
+                    "ceph.conf of a rados: store (default: $CEPH_CONF)");
+  mount->add_option("--ceph-id", ma.ceph_id,
+                    "Ceph client id of a rados: store (default: admin)");
   mount->add_flag("-f,--foreground", ma.foreground,
                   "do not daemonise; log to stderr");
   mount->add_flag("--allow-other", ma.allow_other,
@@ -84,8 +94,13 @@ void AddClientCommands(CLI::App& app, ClientArgs& c) {
 
 void AddStoreCommands(CLI::App& app, StoreArgs& s) {
   auto add_store = [&](CLI::App* c) {
-    c->add_option("--store", s.store_dir, "backup store directory")
+    c->add_option("--store", s.store_dir,
+                  "backup store directory or rados:POOL[/NAMESPACE]")
         ->capture_default_str();
+    c->add_option("--ceph-conf", s.ceph_conf,
+                  "ceph.conf of a rados: store (default: $CEPH_CONF)");
+    c->add_option("--ceph-id", s.ceph_id,
+                  "Ceph client id of a rados: store (default: admin)");
   };
   auto* ls = app.add_subcommand("ls", "list the backups in a store");
   ls->add_option("DOMAIN", s.domain, "only this domain (name or uuid)");
@@ -114,6 +129,40 @@ void AddStoreCommands(CLI::App& app, StoreArgs& s) {
 }
 
 }  // namespace
+
+Status CheckCephOptions(const std::string& store, const std::string& conf,
+                        const std::string& id, CephOptions* out) {
+  if (!IsRadosStore(store)) {
+    if (!conf.empty() || !id.empty()) {
+      return InvalidArgument(
+          std::string(conf.empty() ? "--ceph-id" : "--ceph-conf") +
+          " applies only to a rados: store (--store " + store + ")");
+    }
+    return Status::Ok();
+  }
+  if (!conf.empty()) {
+    std::error_code ec;
+    const auto path = std::filesystem::absolute(conf, ec).lexically_normal();
+    if (ec || !std::filesystem::is_regular_file(path, ec) ||
+        ::access(path.c_str(), R_OK) != 0) {
+      return InvalidArgument("--ceph-conf " + conf + ": not a readable file");
+    }
+    out->conf = path.string();
+  }
+  std::string name = id;
+  if (name.starts_with("client.")) name = name.substr(7);
+  const bool good = std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' ||
+           c == '_' || c == '-';
+  });
+  if ((!id.empty() && name.empty()) || !good || name.size() > 128) {
+    return InvalidArgument("--ceph-id " + id +
+                           ": give a client id such as \"ckptfs\" "
+                           "(letters, digits, '.', '_', '-')");
+  }
+  out->id = name;
+  return Status::Ok();
+}
 
 std::string VersionText() {
   // A store or object of another version is refused, so whoever holds a

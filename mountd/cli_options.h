@@ -11,6 +11,9 @@
 #include <optional>
 #include <string>
 
+#include "backend/status.h"
+#include "backend/store/rados_object_store.h"
+
 namespace ckptfs {
 
 // `ckptfs mount`.
@@ -22,6 +25,8 @@ struct MountArgs {
   std::string store = "/var/lib/ckptfs/store";
   std::string host_id;             // empty: the host name
   std::string lock_lease = "600";  // seconds
+  std::string ceph_conf;  // --ceph-conf, for a rados: store
+  std::string ceph_id;    // --ceph-id
   bool foreground = false;
   bool allow_other = false;
   bool debug = false;
@@ -44,7 +49,9 @@ struct ClientArgs {
 // The store commands (no daemon needed): ls, verify, reindex, gc, prune.
 struct StoreArgs {
   std::string store_dir = "/var/lib/ckptfs/store";
-  std::string domain;  // ls DOMAIN, prune --domain
+  std::string ceph_conf;  // --ceph-conf, for a rados: store
+  std::string ceph_id;    // --ceph-id
+  std::string domain;     // ls DOMAIN, prune --domain
   bool json = false;
   bool dry_run = false;
   // prune's "--keep-last" ... "--keep-yearly" by name ("keep-last"); an
@@ -65,6 +72,13 @@ struct CommandLine {
 // error (one line on stderr, as other tools do); nullopt when cl.command
 // is to run.
 std::optional<int> ParseCommandLine(int argc, char** argv, CommandLine& cl);
+
+// Checks --ceph-conf and --ceph-id for the store `store` and fills `out`:
+// the conf must be a readable file (made absolute, as the daemon chdirs to
+// /), the id a client id ("ckptfs" or "client.ckptfs"); both only for a
+// rados: store. kInvalidArgument naming the option otherwise.
+Status CheckCephOptions(const std::string& store, const std::string& conf,
+                        const std::string& id, CephOptions* out);
 
 // What `ckptfs --version` prints: the release, and the store formats this
 // build reads and writes.

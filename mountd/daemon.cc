@@ -48,7 +48,8 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
       LibvirtClient::Connect(options.connect_uri, [self](const DomainEvent& e) {
         self->OnEvent(e);
       }));
-  ASSIGN_OR_RETURN(d->store_, Store::Open(options.store_dir, true));
+  ASSIGN_OR_RETURN(d->store_, Store::Open(options.store_dir, true, {},
+                                          options.store_options));
   // The catalog is an index of the store: a corrupt one is moved aside and
   // rebuilt by the reconcile below rather than keep the mount down.
   std::string moved_to;

@@ -24,6 +24,7 @@
 
 #include "backend/libvirt_client.h"
 #include "backend/store/catalog.h"
+#include "backend/store/store.h"
 #include "cache/block_cache.h"
 #include "fs/namespace.h"
 #include "mountd/backup_job.h"
@@ -39,6 +40,8 @@ struct DaemonOptions {
   std::string connect_uri = "qemu:///system";
   std::string run_dir = "/var/lib/ckptfs/run";
   std::string store_dir = "/var/lib/ckptfs/store";
+  // A rados: store's cluster and catalog place (the run dir).
+  StoreOpenOptions store_options;
   uint64_t cache_size = 256ull << 20;
   bool allow_other = false;
   std::string host_id;  // ValidateHostId; store locks carry it

@@ -3,6 +3,7 @@
 // control directory (mountd/client_commands.h); ls, verify, reindex, gc and
 // prune work on a store directly (mountd/store_cli.h). The subcommands and
 // their options are defined in mountd/cli_options.h.
+#include <iostream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,15 +17,22 @@ namespace ckptfs {
 namespace {
 
 int RunStoreCommand(const std::string& command, const StoreArgs& s) {
-  if (command == "ls") return StoreList(s.store_dir, s.domain, s.json);
-  if (command == "verify") return StoreVerify(s.store_dir);
-  if (command == "reindex") return StoreReindex(s.store_dir);
-  if (command == "gc") return StoreGc(s.store_dir, s.dry_run);
+  StoreRef ref{s.store_dir, {}};
+  if (const Status st = CheckCephOptions(s.store_dir, s.ceph_conf, s.ceph_id,
+                                         &ref.options.ceph);
+      !st.ok()) {
+    std::cerr << "ckptfs: " << st.message() << "\n";
+    return 2;
+  }
+  if (command == "ls") return StoreList(ref, s.domain, s.json);
+  if (command == "verify") return StoreVerify(ref);
+  if (command == "reindex") return StoreReindex(ref);
+  if (command == "gc") return StoreGc(ref, s.dry_run);
   std::vector<std::pair<std::string, std::string>> keep;
   for (const auto& [k, v] : s.keep) {
     if (!v.empty()) keep.emplace_back(k, v);
   }
-  return StorePrune(s.store_dir, s.domain, keep, s.dry_run);
+  return StorePrune(ref, s.domain, keep, s.dry_run);
 }
 
 int Run(const CommandLine& cl) {

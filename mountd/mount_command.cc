@@ -77,6 +77,10 @@ Result<DaemonOptions> MakeDaemonOptions(const MountArgs& a) {
   o.connect_uri = a.connect;
   o.run_dir = a.run_dir;
   o.store_dir = a.store;
+  RETURN_IF_ERROR(
+      CheckCephOptions(a.store, a.ceph_conf, a.ceph_id, &o.store_options.ceph));
+  // A rados: store's catalog is this daemon's, beside its NBD sockets.
+  o.store_options.catalog_dir = a.run_dir;
   o.allow_other = a.allow_other;
   o.host_id = a.host_id.empty() ? HostName() : a.host_id;
   RETURN_IF_ERROR(ValidateHostId(o.host_id).Annotate(
@@ -103,6 +107,8 @@ Result<DaemonOptions> MakeDaemonOptions(const MountArgs& a) {
   }
   // The store is opened (and created) by path inside Daemon::Start; that is
   // safe once its path is trusted, since only root can change it then.
+  // A rados: store's access is the client key's caps instead.
+  if (IsRadosStore(a.store)) return o;
   TrustOptions store_trust;
   store_trust.what = "store";
   RETURN_IF_ERROR(CheckTrustedPath(a.store, store_trust));
@@ -173,11 +179,9 @@ Status NormaliseMountArgs(MountArgs& a) {
     return InvalidArgument(a.mountpoint + " is not a directory");
   }
   a.run_dir = fsys::absolute(a.run_dir).lexically_normal().string();
-  if (a.store.rfind("rados:", 0) == 0) {
-    return Status(Code::kUnsupported,
-                  "RADOS stores are not available yet; use a directory");
+  if (!IsRadosStore(a.store)) {
+    a.store = fsys::absolute(a.store).lexically_normal().string();
   }
-  a.store = fsys::absolute(a.store).lexically_normal().string();
   if (!a.run_dir.empty() && a.run_dir.back() == '/') a.run_dir.pop_back();
   // RUN/<uuid>/nbd.sock must fit a UNIX socket address (108 bytes).
   if (a.run_dir.size() + 1 + 36 + sizeof("/nbd.sock") > 108) {

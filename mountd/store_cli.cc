@@ -21,13 +21,17 @@ int Fail(const Status& st) {
   return 1;
 }
 
-Result<std::unique_ptr<Store>> OpenExisting(const std::string& dir) {
+Result<std::unique_ptr<Store>> OpenExisting(const StoreRef& ref) {
+  const std::string& dir = ref.uri;
   // As the daemon does: a store another user could have planted or can
-  // change is refused (backend/trusted_dir.h), before it is read.
-  TrustOptions trust;
-  trust.what = "store";
-  RETURN_IF_ERROR(CheckTrustedPath(dir, trust));
-  auto store = Store::Open(dir, /*create=*/false);
+  // change is refused (backend/trusted_dir.h), before it is read. A rados:
+  // store's access is the client key's caps.
+  if (!IsRadosStore(dir)) {
+    TrustOptions trust;
+    trust.what = "store";
+    RETURN_IF_ERROR(CheckTrustedPath(dir, trust));
+  }
+  auto store = Store::Open(dir, /*create=*/false, {}, ref.options);
   if (!store.ok()) return store.status().Annotate("store " + dir);
   return store;
 }
@@ -47,9 +51,8 @@ std::string Human(uint64_t bytes) {
 
 }  // namespace
 
-int StoreList(const std::string& store_dir, const std::string& domain,
-              bool json) {
-  auto store = OpenExisting(store_dir);
+int StoreList(const StoreRef& store_ref, const std::string& domain, bool json) {
+  auto store = OpenExisting(store_ref);
   if (!store.ok()) return Fail(store.status());
   std::vector<std::string> problems;
   auto backups = (*store)->ListBackups(&problems);
@@ -86,8 +89,8 @@ int StoreList(const std::string& store_dir, const std::string& domain,
   return problems.empty() ? 0 : 1;
 }
 
-int StoreVerify(const std::string& store_dir) {
-  auto store = OpenExisting(store_dir);
+int StoreVerify(const StoreRef& store_ref) {
+  auto store = OpenExisting(store_ref);
   if (!store.ok()) return Fail(store.status());
   std::vector<std::string> problems;
   auto backups = (*store)->ListBackups(&problems);
@@ -154,8 +157,8 @@ int StoreVerify(const std::string& store_dir) {
   return damaged ? 1 : 0;
 }
 
-int StoreReindex(const std::string& store_dir) {
-  auto store = OpenExisting(store_dir);
+int StoreReindex(const StoreRef& store_ref) {
+  auto store = OpenExisting(store_ref);
   if (!store.ok()) return Fail(store.status());
   std::vector<std::string> problems;
   auto backups = (*store)->ListBackups(&problems);
@@ -177,8 +180,8 @@ int StoreReindex(const std::string& store_dir) {
   return 0;
 }
 
-int StoreGc(const std::string& store_dir, bool dry_run) {
-  auto store = OpenExisting(store_dir);
+int StoreGc(const StoreRef& store_ref, bool dry_run) {
+  auto store = OpenExisting(store_ref);
   if (!store.ok()) return Fail(store.status());
   const int64_t now = NowMs() / 1000;
   // Locks whose lease ran out (a host that died mid-backup) first: they go,
@@ -216,7 +219,7 @@ int StoreGc(const std::string& store_dir, bool dry_run) {
   return 0;
 }
 
-int StorePrune(const std::string& store_dir, const std::string& domain,
+int StorePrune(const StoreRef& store_ref, const std::string& domain,
                const std::vector<std::pair<std::string, std::string>>& keep,
                bool dry_run) {
   auto policy = ParseRetention(keep);
@@ -226,7 +229,7 @@ int StorePrune(const std::string& store_dir, const std::string& domain,
         "no keep rule given: use --keep-last/--keep-hourly/--keep-daily/"
         "--keep-weekly/--keep-monthly/--keep-yearly"));
   }
-  auto store = OpenExisting(store_dir);
+  auto store = OpenExisting(store_ref);
   if (!store.ok()) return Fail(store.status());
   auto backups = (*store)->ListBackups();
   if (!backups.ok()) return Fail(backups.status());

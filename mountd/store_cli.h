@@ -7,15 +7,23 @@
 #include <utility>
 #include <vector>
 
+#include "backend/store/store.h"
+
 namespace ckptfs {
 
+// The store a command works on: a directory or a rados: URI, and how to
+// reach it (--ceph-conf, --ceph-id).
+struct StoreRef {
+  std::string uri;
+  StoreOpenOptions options;
+};
+
 // Each returns the process exit status and prints to stdout/stderr.
-int StoreList(const std::string& store_dir, const std::string& domain,
-              bool json);
-int StoreVerify(const std::string& store_dir);
-int StoreReindex(const std::string& store_dir);
-int StoreGc(const std::string& store_dir, bool dry_run);
-int StorePrune(const std::string& store_dir, const std::string& domain,
+int StoreList(const StoreRef& store, const std::string& domain, bool json);
+int StoreVerify(const StoreRef& store);
+int StoreReindex(const StoreRef& store);
+int StoreGc(const StoreRef& store, bool dry_run);
+int StorePrune(const StoreRef& store, const std::string& domain,
                const std::vector<std::pair<std::string, std::string>>& keep,
                bool dry_run);
 

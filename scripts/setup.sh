@@ -12,6 +12,7 @@ PACKAGES=(
   libfuse3-dev libvirt-dev libnbd-dev libsqlite3-dev libzstd-dev libssl-dev
   libxml2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
   libgtest-dev libgmock-dev libsystemd-dev
+  librados-dev libradospp-dev
   # packaging (docs/PACKAGING.md): dpkg-shlibdeps for cpack -G DEB,
   # man -w and bash completion for tests/integration/test_package.sh
   dpkg-dev fakeroot man-db bash-completion
@@ -21,6 +22,8 @@ PACKAGES=(
   # run + integration tests
   fuse3 libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   qemu-system-x86 qemu-utils libnbd-bin nbdkit
+  # a throw-away Ceph cluster (scripts/ceph-up.sh) for the RADOS store tests
+  ceph-mon ceph-osd ceph-mgr ceph-common
   python3 e2fsprogs util-linux coreutils procps kmod
   # file-level restore tests (virt-cat/guestfish) and the kernel supermin needs
   libguestfs-tools linux-image-amd64

@@ -44,6 +44,7 @@
 #include "backend/store/chunk_index.h"
 #include "backend/store/chunk_store.h"
 #include "backend/store/object_store.h"
+#include "backend/store/rados_object_store.h"
 #include "backend/store/serialize.h"
 #include "backend/store/tree_index.h"
 #include "backend/store/types.h"
@@ -87,14 +88,30 @@ std::string BackupId(const std::string& domain_uuid,
 
 class Catalog;  // backend/store/catalog.h
 
+// True for a "rados:..." store URI (Store::Open).
+inline bool IsRadosStore(std::string_view uri) {
+  return uri.starts_with("rados:");
+}
+
+// How Store::Open reaches a store that is not a local directory.
+struct StoreOpenOptions {
+  // A rados: store's cluster (--ceph-conf, --ceph-id).
+  CephOptions ceph;
+  // Where a rados: store's catalog lives: catalog_dir/POOL[+NAMESPACE].db.
+  // The catalog is this host's cache of the store, never in the pool
+  // (docs/ARCHITECTURE.md): the daemon passes its run dir.
+  std::string catalog_dir = "/var/lib/ckptfs/run";
+};
+
 class Store {
  public:
-  // Opens the store at `uri`: a directory path or a file:// URI (OpenLocal).
-  // Another "scheme://" is kInvalidArgument naming it. `create` and
-  // config_if_new as for OpenLocal.
-  static Result<std::unique_ptr<Store>> Open(const std::string& uri,
-                                             bool create,
-                                             StoreConfig config_if_new = {});
+  // Opens the store at `uri`: a directory path or a file:// URI (OpenLocal),
+  // or "rados:POOL[/NAMESPACE]", a Ceph pool (RadosObjectStore, reached as
+  // `options` say). Another "scheme://" is kInvalidArgument naming it.
+  // `create` and config_if_new as for OpenLocal.
+  static Result<std::unique_ptr<Store>> Open(
+      const std::string& uri, bool create, StoreConfig config_if_new = {},
+      const StoreOpenOptions& options = {});
   // Opens the store in directory `dir`. With `create`, a missing directory
   // or config.json is created with config_if_new; an existing config always
   // wins. kNotFound if there is no store and !create; kInvalidArgument for
@@ -107,7 +124,8 @@ class Store {
       StoreConfig config_if_new = {});
 
   // Opens this store's catalog (catalog.h), its SQLite index: DIR/catalog.db
-  // of a local store; kUnsupported for a store opened over a bare
+  // of a local store, StoreOpenOptions::catalog_dir/POOL[+NS].db of a
+  // rados: one; kUnsupported for a store opened over a bare
   // ObjectStore. With `replace_corrupt`, Catalog::OpenOrReplaceCorrupt
   // (*moved_to, if given, names the file moved aside), else Catalog::Open.
   Result<std::unique_ptr<Catalog>> OpenCatalog(bool replace_corrupt = false,

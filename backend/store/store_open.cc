@@ -11,6 +11,7 @@
 
 #include "backend/store/catalog.h"
 #include "backend/store/local_object_store.h"
+#include "backend/store/rados_object_store.h"
 #include "backend/store/store.h"
 #include "backend/store/store_internal.h"
 
@@ -48,6 +49,36 @@ Status CheckConfig(const StoreConfig& c, const std::string& where) {
                            std::to_string(ZSTD_maxCLevel()));
   }
   return Status::Ok();
+}
+
+constexpr std::string_view kRadosScheme = "rados:";
+
+struct RadosUri {
+  std::string pool;
+  std::string ns;
+};
+
+// "rados:POOL[/NAMESPACE]". Names are limited to what is safe in a file name
+// (the catalog's) and a message: [A-Za-z0-9._-], not starting with '.'.
+Result<RadosUri> ParseRadosUri(const std::string& uri) {
+  const std::string rest = uri.substr(kRadosScheme.size());
+  const size_t slash = rest.find('/');
+  RadosUri r{rest.substr(0, slash),
+             slash == std::string::npos ? "" : rest.substr(slash + 1)};
+  auto good = [](const std::string& name) {
+    return !name.empty() && name.size() <= 128 && name[0] != '.' &&
+           std::all_of(name.begin(), name.end(), [](char c) {
+             return std::isalnum(static_cast<unsigned char>(c)) || c == '.' ||
+                    c == '_' || c == '-';
+           });
+  };
+  if (!good(r.pool) || (slash != std::string::npos && !good(r.ns))) {
+    return InvalidArgument(uri +
+                           " is no RADOS store: give rados:POOL or "
+                           "rados:POOL/NAMESPACE (names of letters, digits, "
+                           "'.', '_' and '-')");
+  }
+  return r;
 }
 
 }  // namespace
@@ -132,8 +163,19 @@ Result<std::unique_ptr<Store>> Store::OpenLocal(const std::string& dir,
 }
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& uri, bool create,
-                                           StoreConfig config_if_new) {
+                                           StoreConfig config_if_new,
+                                           const StoreOpenOptions& options) {
   constexpr std::string_view kFileScheme = "file://";
+  if (uri.starts_with(kRadosScheme)) {
+    ASSIGN_OR_RETURN(const RadosUri r, ParseRadosUri(uri));
+    ASSIGN_OR_RETURN(auto objects,
+                     RadosObjectStore::Open(r.pool, r.ns, options.ceph));
+    ASSIGN_OR_RETURN(
+        auto store, Open(std::move(objects), create, std::move(config_if_new)));
+    store->catalog_path_ = options.catalog_dir + "/" + r.pool +
+                           (r.ns.empty() ? "" : "+" + r.ns) + ".db";
+    return store;
+  }
   if (uri.starts_with(kFileScheme)) {
     return OpenLocal(uri.substr(kFileScheme.size()), create,
                      std::move(config_if_new));

@@ -277,15 +277,16 @@ assert_json() {  # FILE PATH EXPECTED
 
 # ---------------------------------------------------------------- sizes
 
-to_bytes() {  # 64k / 1M / 2G / 4096 -> bytes
+to_bytes() {  # 64k / 1M / 2G / 2T / 4096 -> bytes
   local v=$1 n unit
-  [[ "$v" =~ ^([0-9]+)([kKmMgG]?)$ ]] || fail "bad size '$v'"
+  [[ "$v" =~ ^([0-9]+)([kKmMgGtT]?)$ ]] || fail "bad size '$v'"
   n=${BASH_REMATCH[1]}
   unit=${BASH_REMATCH[2]}
   case $unit in
     k | K) echo $((n * 1024)) ;;
     m | M) echo $((n * 1024 * 1024)) ;;
     g | G) echo $((n * 1024 * 1024 * 1024)) ;;
+    t | T) echo $((n * 1024 * 1024 * 1024 * 1024)) ;;
     *) echo "$n" ;;
   esac
 }
