@@ -137,19 +137,27 @@ check_all "after A's lease expired"
 # A full backup of DOM3, killed once its copy has written chunks: QEMU is
 # held the moment the first temporary appears, so the copy cannot finish.
 wait_for "$DOM3 on A" 30 test -d "$MPA/domains/$DOM3"
-id=$(backup_on "$MPA" "$DOM3" killed)
-python3 - "$STORE/chunks" "$(qemu_pid "$DOM3")" <<'PY' || fail "no chunk of A's backup appeared"
+# The watcher starts before the backup, so however loaded the machine it
+# sees the first temporary (they last from the first chunk to the commit).
+python3 - "$STORE/chunks" "$(qemu_pid "$DOM3")" <<'PY' &
 import os, signal, sys, time
 top, qpid = sys.argv[1], int(sys.argv[2])
-deadline = time.time() + 120
+def dots():
+    return {(d.name, e.name) for d in os.scandir(top) if d.is_dir()
+            for e in os.scandir(d.path) if e.name.startswith(".")}
+before = dots()
+deadline = time.time() + 300
 while time.time() < deadline:
-    for d in os.scandir(top):
-        if d.is_dir() and any(e.name.startswith(".") for e in os.scandir(d.path)):
-            os.kill(qpid, signal.SIGSTOP)
-            sys.exit(0)
+    if dots() - before:
+        os.kill(qpid, signal.SIGSTOP)
+        sys.exit(0)
     time.sleep(0.002)
 sys.exit(1)
 PY
+watcher=$!
+sleep 0.5
+id=$(backup_on "$MPA" "$DOM3" killed)
+wait "$watcher" || fail "no chunk of A's backup appeared"
 on_cleanup "kill -CONT $(qemu_pid "$DOM3") 2>/dev/null"
 kill -9 "$PIDA"
 kill -CONT "$(qemu_pid "$DOM3")"
