@@ -2,8 +2,9 @@
 // docs/FORMAT.md section 2).
 //
 // 1. The input as config.json. A config that parses is valid by the
-//    documented rules (format 1, chunk_size a power of two in 4 KiB..16 MiB,
-//    compression "auto" or "zstd", zstd_level within zstd's levels) and
+//    documented rules (format 1 or 2, chunk_size a power of two in
+//    4 KiB..16 MiB, compression "auto" or "zstd", zstd_level within zstd's
+//    levels) and
 //    reads back equal from its serialisation; a rejection is
 //    kInvalidArgument naming the store, in one line.
 // 2. The input as the recipe of a config: its serialisation parses exactly
@@ -22,8 +23,8 @@ namespace {
 constexpr char kWhere[] = "/fuzz/store";
 
 bool Valid(const StoreConfig& c) {
-  return c.format == 1 && c.chunk_size >= 4096 &&
-         c.chunk_size <= 16 * 1024 * 1024 &&
+  return (c.format == kStoreFormat || c.format == kTreeStoreFormat) &&
+         c.chunk_size >= 4096 && c.chunk_size <= 16 * 1024 * 1024 &&
          (c.chunk_size & (c.chunk_size - 1)) == 0 &&
          (c.compression == "zstd" || c.compression == "auto") &&
          c.zstd_level >= ZSTD_minCLevel() && c.zstd_level <= ZSTD_maxCLevel();
@@ -46,7 +47,8 @@ void FuzzParse(std::string_view text) {
 
 void FuzzRoundTrip(FuzzedDataProvider& in) {
   StoreConfig c;
-  c.format = in.ConsumeBool() ? 1 : in.ConsumeIntegral<uint32_t>();
+  c.format = in.ConsumeBool() ? in.ConsumeIntegralInRange<uint32_t>(1, 2)
+                              : in.ConsumeIntegral<uint32_t>();
   c.chunk_size = in.ConsumeBool()
                      ? uint32_t{1} << in.ConsumeIntegralInRange(0, 31)
                      : in.ConsumeIntegral<uint32_t>();
