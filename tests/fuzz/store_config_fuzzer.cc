@@ -4,8 +4,7 @@
 // 1. The input as config.json. A config that parses is valid by the
 //    documented rules (format 1 or 2, chunk_size a power of two in
 //    4 KiB..16 MiB, compression "auto" or "zstd", zstd_level within zstd's
-//    levels) and
-//    reads back equal from its serialisation; a rejection is
+//    levels) and reads back equal from its serialisation; a rejection is
 //    kInvalidArgument naming the store, in one line.
 // 2. The input as the recipe of a config: its serialisation parses exactly
 //    when the config is valid, and then to the same config.
