@@ -25,8 +25,8 @@ struct MountArgs {
   std::string store = "/var/lib/ckptfs/store";
   std::string host_id;             // empty: the host name
   std::string lock_lease = "600";  // seconds
-  std::string ceph_conf;  // --ceph-conf, for a rados: store
-  std::string ceph_id;    // --ceph-id
+  std::string ceph_conf;           // --ceph-conf, for a rados: store
+  std::string ceph_id;             // --ceph-id
   bool foreground = false;
   bool allow_other = false;
   bool debug = false;

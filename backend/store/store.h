@@ -68,7 +68,7 @@ struct StoreConfig {
 
 // The formats this code reads and writes: 1 (dense manifests, stores made
 // before format 2) and 2 (index trees), which new stores get.
-inline constexpr uint32_t kStoreFormat = 1;  // the oldest
+inline constexpr uint32_t kStoreFormat = 1;      // the oldest
 inline constexpr uint32_t kTreeStoreFormat = 2;  // the newest, for new stores
 // The byte budget of a Store's index page cache: the pages near the roots of
 // many open images, within the daemon's fixed 64 MiB beside its block cache.
