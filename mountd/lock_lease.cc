@@ -45,9 +45,17 @@ void LockLease::Loop() {
   while (!cv_.wait_for(lock, every_, [this] { return stop_; })) {
     // No lock held across the store's I/O.
     lock.unlock();
-    Status st = Hold();
-    if (!st.ok()) spdlog::warn("{}", st.ToString());
+    auto renewed = store_.RenewLock(name_);
     lock.lock();
+    if (!renewed.ok()) {
+      // Transient (the store did not answer): try again next time.
+      spdlog::warn("cannot renew the store lock {}: {}", name_,
+                   renewed.status().ToString());
+    } else if (!*renewed) {
+      // Gone for good: Hold() before the record fails the backup.
+      spdlog::warn("the store lock {} expired and was removed", name_);
+      return;
+    }
   }
 }
 
