@@ -59,7 +59,8 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
     spdlog::warn("catalog {} was corrupt: moved it aside to {}",
                  d->catalog_->path(), moved_to);
   }
-  RETURN_IF_ERROR(d->ReconcileCatalog());
+  d->follower_ = std::make_unique<CatalogFollower>(*d->store_, *d->catalog_);
+  RETURN_IF_ERROR(d->follower_->Resync());
   d->RemoveStaleLocks();
   d->stored_ =
       std::make_unique<StoredCheckpoints>(*d->store_, *d->catalog_, *d->cache_);
@@ -203,9 +204,11 @@ void Daemon::RefreshLoop() {
     // Jobs of exports that ended while libvirt was unreachable.
     exports_->RetryEnds();
     if (poll) {
-      // Every few seconds: pick up store changes made by the CLI (prune,
-      // reindex) through the shared catalog.
-      Status st = stored_->Refresh();
+      // Every few seconds: pick up the backups other hosts added or pruned
+      // (the store's change log) and the CLI's changes to the catalog.
+      Status st = follower_->Poll();
+      if (!st.ok()) spdlog::warn("store change log: {}", st.ToString());
+      st = stored_->Refresh();
       if (!st.ok()) spdlog::warn("catalog: {}", st.ToString());
       // Every request leaves a job record in the catalog: keep the newest,
       // so a flood of requests cannot grow it without bound.
@@ -290,10 +293,6 @@ void Daemon::FinishJob(const std::string& id, const Status& st,
   }
 }
 
-Status Daemon::ReconcileCatalog() {
-  return store_->ReconcileCatalog(*catalog_);
-}
-
 void Daemon::RemoveStaleLocks() {
   store_->RemoveStaleLocks(options_.host_id, [](int64_t pid) {
     return pid <= INT32_MAX && kill(static_cast<pid_t>(pid), 0) == 0;
@@ -311,6 +310,7 @@ std::string Daemon::JobJson(const std::string& id) const {
 
 std::string Daemon::StatusJson() const {
   BlockCacheStats cs = cache_->stats();
+  const CatalogFollower::Stats changes = follower_->stats();
   nlohmann::json exports = nlohmann::json::array();
   for (const auto& cp : exports_->List()) {
     nlohmann::json disks = nlohmann::json::array();
@@ -343,6 +343,11 @@ std::string Daemon::StatusJson() const {
         {"readahead_skipped", cs.readahead_skipped},
         {"evictions", cs.evictions},
         {"fill_errors", cs.fill_errors}}},
+      {"store_changes",
+       {{"position", changes.position},
+        {"applied", changes.applied},
+        {"resyncs", changes.resyncs},
+        {"skipped", changes.skipped}}},
       {"exports", exports},
       {"jobs_running", jobs_.running()},
   };

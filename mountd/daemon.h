@@ -24,6 +24,7 @@
 
 #include "backend/libvirt_client.h"
 #include "backend/store/catalog.h"
+#include "backend/store/catalog_follower.h"
 #include "backend/store/store.h"
 #include "cache/block_cache.h"
 #include "fs/namespace.h"
@@ -81,7 +82,6 @@ class Daemon : public NamespaceHost {
   void RefreshLoop();
   void FinishJob(const std::string& id, const Status& st,
                  const std::string& fail_state);
-  Status ReconcileCatalog();
   void RemoveStaleLocks();
 
   const DaemonOptions options_;
@@ -92,6 +92,7 @@ class Daemon : public NamespaceHost {
   std::unique_ptr<LiveExports> exports_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Catalog> catalog_;
+  std::unique_ptr<CatalogFollower> follower_;
   std::unique_ptr<StoredCheckpoints> stored_;
   std::unique_ptr<BackupJobs> backups_;
   // Reconnects to libvirt after which the tree and exports were resynced.

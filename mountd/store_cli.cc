@@ -216,6 +216,12 @@ int StoreGc(const StoreRef& store_ref, bool dry_run) {
   if (!dry_run) {
     std::cout << "removed " << stats->temporaries << " stale temporaries\n";
   }
+  auto trimmed = (*store)->changes().Trim(now - ChangeLog::kRetention, dry_run);
+  if (!trimmed.ok()) return Fail(trimmed.status().Annotate("change log"));
+  if (*trimmed > 0) {
+    std::cout << verb << *trimmed << " changes older than "
+              << ChangeLog::kRetention / 86400 << " days from the change log\n";
+  }
   return 0;
 }
 

@@ -251,8 +251,11 @@ Status Store::PutBackup(const BackupRecord& record) {
     return InvalidArgument("backup " + record.id +
                            ": domain uuid or checkpoint name is not UTF-8");
   }
-  return objects_->Create(RecordKey(record.domain_uuid, record.checkpoint),
-                          std::as_bytes(std::span(body.data(), body.size())));
+  RETURN_IF_ERROR(
+      objects_->Create(RecordKey(record.domain_uuid, record.checkpoint),
+                       std::as_bytes(std::span(body.data(), body.size()))));
+  Announce(Change::Kind::kAdded, record.domain_uuid, record.checkpoint);
+  return Status::Ok();
 }
 
 Status Store::CheckNameFree(const std::string& domain_uuid,
@@ -282,6 +285,20 @@ Status Store::CheckNameFree(const std::string& domain_uuid,
                        "verify'); choose another name");
 }
 
+void Store::Announce(Change::Kind kind, const std::string& domain_uuid,
+                     const std::string& checkpoint) {
+  // Best effort (change_log.h): what it announces is done either way.
+  auto seq = changes_.Append(kind, domain_uuid, checkpoint);
+  if (!seq.ok()) {
+    spdlog::warn(
+        "store {}: backup {} is {}, but other hosts learn of it only "
+        "when they list the store: {}",
+        objects_->location(), BackupId(domain_uuid, checkpoint),
+        kind == Change::Kind::kAdded ? "complete" : "deleted",
+        seq.status().ToString());
+  }
+}
+
 Status Store::DeleteWritten(const BackupRecord& backup,
                             const std::vector<std::string>& disks,
                             bool record) {
@@ -297,7 +314,14 @@ Status Store::DeleteWritten(const BackupRecord& backup,
   // Marked like a DeleteBackup, so that gc finishes it if this fails.
   RETURN_IF_ERROR(objects_->Put(prefix + kDeletingName, {}));
   // The record first: from there on the backup is incomplete, never served.
-  if (record) RETURN_IF_ERROR(drop(prefix + kRecordName));
+  if (record) {
+    Status st = objects_->Delete(prefix + kRecordName);
+    if (st.ok()) {
+      Announce(Change::Kind::kRemoved, backup.domain_uuid, backup.checkpoint);
+    } else if (st.code() != Code::kNotFound) {
+      return st;
+    }
+  }
   for (const std::string& disk : disks) {
     RETURN_IF_ERROR(
         drop(ManifestKey(backup.domain_uuid, backup.checkpoint, disk)));
@@ -386,7 +410,10 @@ Status Store::DeleteBackup(const BackupRecord& record) {
   };
   // The record first: from here on the backup is incomplete, never served.
   const std::string record_key = prefix + kRecordName;
-  RETURN_IF_ERROR(drop(record_key));
+  if (std::find(keys.begin(), keys.end(), record_key) != keys.end()) {
+    RETURN_IF_ERROR(drop(record_key));
+    Announce(Change::Kind::kRemoved, record.domain_uuid, record.checkpoint);
+  }
   for (const std::string& key : keys) {
     if (key != record_key && key != mark) RETURN_IF_ERROR(drop(key));
   }

@@ -41,6 +41,7 @@
 
 #include "backend/image_source.h"
 #include "backend/status.h"
+#include "backend/store/change_log.h"
 #include "backend/store/chunk_index.h"
 #include "backend/store/chunk_store.h"
 #include "backend/store/object_store.h"
@@ -345,10 +346,17 @@ class Store {
   // differ, it replaces every backup row (Catalog::ReplaceBackups).
   Status ReconcileCatalog(Catalog& catalog);
 
+  // The log of backups added and removed (change_log.h): PutBackup,
+  // DeleteBackup and DeleteWritten append to it; CatalogFollower reads it.
+  ChangeLog& changes() { return changes_; }
+
  private:
   Store(std::shared_ptr<ObjectStore> objects, StoreConfig config);
   // The incomplete backup (manifests, no record) a dead writer's lock names.
   void RemovePartialBackupOf(const Lock& lock);
+  // Appends to the change log, logging a failure.
+  void Announce(Change::Kind kind, const std::string& domain_uuid,
+                const std::string& checkpoint);
   // CollectGarbage's first step; returns the objects removed.
   Result<uint64_t> RemoveLeftovers(bool dry_run);
   // PutManifest's checks (StageIndex's too).
@@ -381,6 +389,7 @@ class Store {
   const std::shared_ptr<PageCache> page_cache_ =
       std::make_shared<PageCache>(kPageCacheBytes);
   std::string catalog_path_;  // "" if the store has no local directory
+  ChangeLog changes_{objects_};
 };
 
 }  // namespace ckptfs
