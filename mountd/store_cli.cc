@@ -239,8 +239,16 @@ int StorePrune(const StoreRef& store_ref, const std::string& domain,
   if (!store.ok()) return Fail(store.status());
   auto backups = (*store)->ListBackups();
   if (!backups.ok()) return Fail(backups.status());
-  auto catalog = (*store)->OpenCatalog();
-  if (!catalog.ok()) return Fail(catalog.status());
+  // A local store's catalog lives in the store, shared by its daemons: it
+  // must follow the prune. A rados: store's catalog is a daemon's, in its
+  // run dir: this host's follows if there is one, and every daemon learns
+  // of the prune from the store's change log anyway.
+  std::unique_ptr<Catalog> catalog;
+  if (auto opened = (*store)->OpenCatalog(); opened.ok()) {
+    catalog = std::move(opened).value();
+  } else if (!IsRadosStore(store_ref.uri)) {
+    return Fail(opened.status());
+  }
   // One group per domain (by uuid): rules apply to each domain's backups.
   std::map<std::string, std::vector<const BackupRecord*>> groups;
   for (const auto& b : *backups) {
@@ -269,7 +277,7 @@ int StorePrune(const StoreRef& store_ref, const std::string& domain,
       // The catalog row goes first, so the daemon stops serving it before
       // its manifests disappear; a crash in between is repaired by the
       // daemon's reconcile (the backup reappears, whole).
-      Status st = (*catalog)->RemoveBackup(b.id);
+      Status st = catalog ? catalog->RemoveBackup(b.id) : Status::Ok();
       if (!st.ok() && st.code() != Code::kNotFound) {
         std::cerr << "ckptfs: " << st.message() << "\n";
         rc = 1;

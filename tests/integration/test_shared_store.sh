@@ -1,19 +1,47 @@
 #!/usr/bin/env bash
 # Two daemons sharing one store, as two hosts would ("hostA" and "hostB":
 # their own host ids, mounts and run dirs on one machine): a backup made by A
-# is listed and served by B, byte-identical; identical data from both is
+# is listed and served by B within seconds (the store's change log, never a
+# listing of the store), byte-identical; identical data from both is
 # stored once; gc and prune from B while A backs up lose nothing; A frozen
 # mid-backup past its lock's lease: B's gc expires the lock and A's backup
 # then fails instead of completing; A killed mid-backup: B's gc removes its
 # lock and, once old, only its orphans; every backup stays byte-identical.
+#
+# CKT_SHARED_STORE=rados runs it all on a Ceph pool (scripts/ceph-up.sh),
+# where each daemon has a catalog of its own in its run dir, as hosts do;
+# otherwise on a local directory.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
+BACKEND=${CKT_SHARED_STORE:-local}
 DOM=$(dom_name)
 DOM2=$(dom_name two)
 STORE=$CKT_WORK/store
-ck() { "$CKPTFS_BIN" "$@" --store "$STORE"; }
-chunk_files() { find "$STORE/chunks" -type f -not -name '.*' | wc -l; }
+if [[ $BACKEND == rados ]]; then
+  for t in ceph-mon ceph-osd ceph-mgr ceph rados; do
+    command -v "$t" >/dev/null || skip "$t not installed (run scripts/setup.sh)"
+  done
+  POOL=ckptfs
+  CEPH_DIR="$CKT_WORK/ceph"
+  on_cleanup "bash '$CKT_SRC/scripts/ceph-down.sh' '$CEPH_DIR'"
+  up=$(bash "$CKT_SRC/scripts/ceph-up.sh" "$CEPH_DIR" "$POOL") ||
+    fail "ceph-up.sh failed"
+  CONF=$(sed -n 's/^CEPH_CONF=//p' <<<"$up")
+  CID=$(sed -n 's/^CEPH_ID=//p' <<<"$up")
+  STORE_ARGS=(--store "rados:$POOL" --ceph-conf "$CONF" --ceph-id "$CID")
+  rad() { timeout 60 rados -c "$CONF" --id "$CID" -p "$POOL" "$@"; }
+  objects() { rad ls | sort; }
+else
+  STORE_ARGS=(--store "$STORE")
+  objects() {
+    [[ -d $STORE ]] || return 0
+    (cd "$STORE" && find . -type f -not -name '.*' -printf '%P\n' | sort)
+  }
+fi
+ck() { "$CKPTFS_BIN" "$@" "${STORE_ARGS[@]}"; }
+chunk_files() { objects | grep -c '^chunks/' || true; }
+count_objects() { objects | grep -c -- "$1" || true; }  # REGEX
 temps() { find "$STORE/chunks" -type f -name '.*' | wc -l; }
 
 RAW="$CKT_WORK/random.raw"
@@ -27,13 +55,13 @@ head -c 256M /dev/urandom >"$CKT_WORK/random3.raw"
 make_domain "$DOM3" "raw:$CKT_WORK/random3.raw"
 
 mount_a() {
-  ckpt_mount --host-id hostA --lock-lease 10
+  ckpt_mount --host-id hostA --lock-lease 10 "${STORE_ARGS[@]}"
   MPA=$CKT_MP
   PIDA=$CKT_PID
   wait_for "$DOM on A" 30 test -d "$MPA/domains/$DOM"
 }
 mount_a
-ckpt_mount --host-id hostB --run-dir "$CKT_WORK/runB"
+ckpt_mount --host-id hostB --run-dir "$CKT_WORK/runB" "${STORE_ARGS[@]}"
 MPB=$CKT_MP
 PIDB=$CKT_PID
 assert_json "$MPA/control/status.json" host_id hostA
@@ -68,6 +96,12 @@ guest_write "$DOM" 0 0x41 1M 1M
 mark "$DOM" a1
 id=$(backup_on "$MPA" "$DOM" a1)
 CKT_MP=$MPA wait_job "$id" succeeded
+# B learns of it from the store's change log, at its next poll (5 s).
+start=$SECONDS
+wait_for "A's backup listed on B" 30 test -e "$MPB/domains/$DOM/a1/vda.img"
+took=$((SECONDS - start))
+((took <= 15)) || fail "B listed A's backup only after $took s"
+pass "B listed A's backup $took s after it completed"
 EXPECT["$DOM/a1/vda.img"]=$(expected_file "$DOM" 0 a1)
 check_all "A's full backup"
 
@@ -130,16 +164,20 @@ kill -CONT "$PIDA"
 CKT_MP=$MPA wait_job "$id" failed 120
 assert_contains "$(json_get "$(job_file "$id" "$MPA")" error)" "expired and was removed" \
   "A's backup after its lock expired"
-assert_not_exists "$STORE"/backups/*/frozen/backup.json
+assert_eq "$(count_objects '/frozen/backup.json$')" 0 "records of the backup whose lock expired"
 check_all "after A's lease expired"
 
 # ----------------------------------------------------------------- A killed mid-backup
 # A full backup of DOM3, killed once its copy has written chunks: QEMU is
-# held the moment the first temporary appears, so the copy cannot finish.
+# held the moment the first new chunk appears (a temporary, in a local
+# store), so the copy cannot finish.
 wait_for "$DOM3 on A" 30 test -d "$MPA/domains/$DOM3"
+QPID3=$(qemu_pid "$DOM3")
+chunks_before=$(objects | grep '^chunks/' || true)
 # The watcher starts before the backup, so however loaded the machine it
-# sees the first temporary (they last from the first chunk to the commit).
-python3 - "$STORE/chunks" "$(qemu_pid "$DOM3")" <<'PY' &
+# sees the first new chunk.
+if [[ $BACKEND == local ]]; then
+  python3 - "$STORE/chunks" "$QPID3" <<'PY' &
 import os, signal, sys, time
 top, qpid = sys.argv[1], int(sys.argv[2])
 def dots():
@@ -154,28 +192,51 @@ while time.time() < deadline:
     time.sleep(0.002)
 sys.exit(1)
 PY
+else
+  n_before=$(chunk_files)
+  (
+    deadline=$((SECONDS + 300))
+    while ((SECONDS < deadline)); do
+      if (($(chunk_files) > n_before)); then kill -STOP "$QPID3"; exit 0; fi
+    done
+    exit 1
+  ) &
+fi
 watcher=$!
 sleep 0.5
 id=$(backup_on "$MPA" "$DOM3" killed)
 wait "$watcher" || fail "no chunk of A's backup appeared"
-on_cleanup "kill -CONT $(qemu_pid "$DOM3") 2>/dev/null"
+on_cleanup "kill -CONT $QPID3 2>/dev/null"
 kill -9 "$PIDA"
-kill -CONT "$(qemu_pid "$DOM3")"
+kill -CONT "$QPID3"
 pass "daemon A killed during backup 'killed' of $DOM3"
 umount -l "$MPA" 2>/dev/null || true
-assert_not_exists "$STORE"/backups/*/killed/backup.json
+assert_eq "$(count_objects '/killed/backup.json$')" 0 "records of the killed backup"
 sleep 11
 out=$(ck gc) || fail "gc after A died: $out"
 assert_contains "$out" "removed expired lock: hostA-" "B's gc removes the dead host's lock"
-assert_eq "$(ls "$STORE/locks" 2>/dev/null | wc -l)" 0 "locks left"
+assert_eq "$(count_objects '^locks/')" 0 "locks left"
 # A's orphans (its temporaries and any chunk nothing references) go once
-# old; age everything, as an hour would.
-find "$STORE/chunks" -type f -exec touch -h -d '-2 hours' {} +
-n=$(temps)
-((n > 0)) || fail "no temporaries of A's killed backup to remove"
-out=$(ck gc) || fail "gc of A's orphans: $out"
-assert_contains "$out" "removed $n stale temporaries" "gc removes A's temporaries"
-assert_eq "$(temps)" 0 "temporaries left"
+# old; age them, as an hour would.
+if [[ $BACKEND == local ]]; then
+  find "$STORE/chunks" -type f -exec touch -h -d '-2 hours' {} +
+  n=$(temps)
+  ((n > 0)) || fail "no temporaries of A's killed backup to remove"
+  out=$(ck gc) || fail "gc of A's orphans: $out"
+  assert_contains "$out" "removed $n stale temporaries" "gc removes A's temporaries"
+  assert_eq "$(temps)" 0 "temporaries left"
+else
+  # RADOS writes are whole: A's orphans are the chunks it wrote, which no
+  # manifest names. Their age is the ckptfs.mtime xattr.
+  orphans=$(comm -13 <(echo "$chunks_before") <(objects | grep '^chunks/'))
+  n=$(grep -c . <<<"$orphans" || true)
+  ((n > 0)) || fail "no chunk of A's killed backup in the pool"
+  for o in $orphans; do rad setxattr "$o" ckptfs.mtime 1000000000; done
+  out=$(ck gc) || fail "gc of A's orphans: $out"
+  left=0
+  for o in $orphans; do rad stat "$o" >/dev/null 2>&1 && left=$((left + 1)); done
+  assert_eq "$left" 0 "of A's $n orphan chunks, left after gc"
+fi
 out=$(ck verify) || fail "verify after A's orphans went: $out"
 check_all "after B's gc removed a dead host's orphans"
 
@@ -189,6 +250,12 @@ CKT_MP=$MPA wait_job "$id" succeeded
 EXPECT["$DOM/back/vda.img"]=$(expected_file "$DOM" 0 back)
 check_all "A's backup after it came back"
 pid_alive "$PIDB" || fail "daemon B died"
+# B followed every backup and prune of A through the change log: it listed
+# the store once, at its start.
+assert_json "$MPB/control/status.json" store_changes.resyncs 1
+applied=$(json_get "$MPB/control/status.json" store_changes.applied)
+((applied > 0)) || fail "B applied no change of the store's change log"
+pass "B applied $applied changes, listed the store once"
 
 ckpt_umount "$MPA"
 ckpt_umount "$MPB"
