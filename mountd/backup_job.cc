@@ -288,6 +288,12 @@ BaseChoice BackupJobs::ChooseBase(const DomainInfo& domain,
     };
     if (std::none_of(disks.begin(), disks.end(), in_backup)) continue;
     if (++probes > kMaxProbes) break;
+    // This catalog may not have followed a prune on another host yet (the
+    // change log, every few seconds): a base must still be in the store.
+    if (store_.GetBackup(it->domain_uuid, it->checkpoint).status().code() ==
+        Code::kNotFound) {
+      continue;
+    }
     const auto unusable = UnusableBitmaps(libvirt_, domain.name, *cp, disks);
     BaseChoice choice{it->checkpoint, {}};
     for (const auto& d : disks) {
