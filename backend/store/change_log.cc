@@ -49,7 +49,9 @@ std::string SerializeChange(const Change& c) {
             {"domain_uuid", c.domain_uuid},
             {"checkpoint", c.checkpoint},
             {"time", c.time}};
-  return j.dump() + "\n";
+  // Names come from records, which are UTF-8 (PutBackup checks); replace
+  // rather than throw all the same.
+  return j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
 Result<Change> ParseChange(const std::string& key, std::string_view text) {

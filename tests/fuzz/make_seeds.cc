@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "backend/store/catalog.h"
+#include "backend/store/change_log.h"
 #include "backend/store/index_page.h"
 #include "backend/store/object_store.h"
 #include "backend/store/serialize.h"
@@ -243,6 +244,21 @@ void StoreConfigSeeds(SeedWriter& w) {
   w.Write("store_config", "invalid-array", "[1, 262144, \"zstd\", 3]\n");
 }
 
+// ------------------------------------------------------------------ change
+
+void ChangeSeeds(SeedWriter& w) {
+  Change c{7, Change::Kind::kAdded, "2f1c7a0e-5b9d-4c3e-9a51-0d6f2b8e4c11",
+           "20261207T081500Z", 1765095300};
+  w.Write("change", "valid-added", SerializeChange(c));
+  c.kind = Change::Kind::kRemoved;
+  c.checkpoint = "nightly 1/a";
+  w.Write("change", "valid-removed", SerializeChange(c));
+  c.seq = 8;
+  w.Write("change", "invalid-seq-not-its-key", SerializeChange(c));
+  const std::string text = SerializeChange(c);
+  w.Write("change", "invalid-truncated", text.substr(0, text.size() / 2));
+}
+
 // --------------------------------------------------------------- object key
 
 void ObjectKeySeeds(SeedWriter& w) {
@@ -422,6 +438,7 @@ int main(int argc, char** argv) {
   ckptfs::IndexPageSeeds(w);
   ckptfs::BackupRecordSeeds(w);
   ckptfs::StoreConfigSeeds(w);
+  ckptfs::ChangeSeeds(w);
   ckptfs::ObjectKeySeeds(w);
   ckptfs::StoreObjectsSeeds(w);
   ckptfs::CatalogJsonSeeds(w);
