@@ -31,7 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string key = ChangeLog::Key(kSeq);
   auto change = ParseChange(key, text);
   if (!change.ok()) {
-    const std::string& msg = change.status().message();
+    const std::string msg = change.status().message();
     FUZZ_CHECK(change.status().code() == Code::kIoError);
     FUZZ_CHECK_MSG(msg.find(key) != std::string::npos, msg);
     FUZZ_CHECK_MSG(msg.find('\n') == std::string::npos, msg);
