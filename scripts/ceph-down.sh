@@ -10,7 +10,6 @@ if [[ $# -ne 1 ]]; then
 fi
 [[ -d "$1" ]] || exit 0
 dir=$(cd "$1" && pwd)
-[[ -d "$dir/run" ]] || exit 0
 
 pids=()
 for f in "$dir"/run/*.pid; do
@@ -21,6 +20,15 @@ for f in "$dir"/run/*.pid; do
     kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
   fi
   rm -f "$f"
+done
+
+# And any daemon of this cluster whose pid file is gone or stale: they are
+# told apart by this cluster's own config path on their command line.
+for pid in $(pgrep -f -- "-c $dir/ceph.conf" 2>/dev/null); do
+  if [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == ceph-* ]] &&
+    [[ " ${pids[*]} " != *" $pid "* ]]; then
+    kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+  fi
 done
 
 for _ in $(seq 100); do
