@@ -6,7 +6,9 @@
 # stored once; gc and prune from B while A backs up lose nothing; A frozen
 # mid-backup past its lock's lease: B's gc expires the lock and A's backup
 # then fails instead of completing; A killed mid-backup: B's gc removes its
-# lock and, once old, only its orphans; every backup stays byte-identical.
+# lock and, once old, only its orphans; B backs up a domain A backed up last
+# (a migrated VM): incremental on A's base while libvirt has its checkpoint,
+# full once it has none; every backup stays byte-identical.
 #
 # CKT_SHARED_STORE=rados runs it all on a Ceph pool (scripts/ceph-up.sh),
 # where each daemon has a catalog of its own in its run dir, as hosts do;
@@ -249,6 +251,30 @@ id=$(backup_on "$MPA" "$DOM" back)
 CKT_MP=$MPA wait_job "$id" succeeded
 EXPECT["$DOM/back/vda.img"]=$(expected_file "$DOM" 0 back)
 check_all "A's backup after it came back"
+
+# ----------------------------------------------------------------- a migrated VM
+# B backs up a domain whose last backup A made. B's libvirt has that
+# checkpoint with its bitmap (one libvirtd here, as after a migration that
+# took the checkpoints along): B's backup is an incremental on A's base.
+guest_write "$DOM" 0 0x64 11M 64k
+mark "$DOM" onb
+id=$(backup_on "$MPB" "$DOM" onb)
+CKT_MP=$MPB wait_job "$id" succeeded
+assert_json "$MPB/domains/$DOM/onb/info.json" mode incremental
+assert_json "$MPB/domains/$DOM/onb/info.json" base back
+EXPECT["$DOM/onb/vda.img"]=$(expected_file "$DOM" 0 onb)
+# Moved without its checkpoints (libvirt has none of the stored backups'):
+# full.
+for cp in $(checkpoint_names "$DOM"); do
+  virsh checkpoint-delete "$DOM" "$cp" --metadata >/dev/null
+done
+guest_write "$DOM" 0 0x65 13M 64k
+mark "$DOM" onb2
+id=$(backup_on "$MPB" "$DOM" onb2)
+CKT_MP=$MPB wait_job "$id" succeeded
+assert_json "$MPB/domains/$DOM/onb2/info.json" mode full
+EXPECT["$DOM/onb2/vda.img"]=$(expected_file "$DOM" 0 onb2)
+check_all "B's backups of a domain A backed up"
 pid_alive "$PIDB" || fail "daemon B died"
 # B followed every backup and prune of A through the change log: it listed
 # the store once, at its start.
