@@ -83,7 +83,7 @@ meta_objects() {
     done
 }
 meta_added() {  # BEFORE AFTER -> "bytes objects" new or rewritten between two lists
-  LC_ALL=C comm -13 "$1" "$2" | awk '{s += $2; n++} END {printf "%d %d", s, n}'
+  LC_ALL=C comm -13 "$1" "$2" | awk '{s += $2; n++} END {printf "%d %d\n", s, n}'
 }
 
 mount_ckptfs() {  # NAMESPACE RUNDIR
@@ -154,7 +154,7 @@ timed_rbd() {
   shift
   /usr/bin/time -o "$tf" -f '%e %U %S %M' rbd -c "$CONF" --id admin --no-progress "$@" >"$out" ||
     die "rbd $* failed"
-  awk '{ printf "%s %.2f %s", $1, $2 + $3, $4 }' "$tf"
+  awk '{ printf "%s %.2f %s\n", $1, $2 + $3, $4 }' "$tf"
 }
 
 perf_start() {  # PID FILE
@@ -463,7 +463,8 @@ if [[ $PERF == 1 ]]; then
     [[ -s $f ]] || continue
     echo
     echo "perf, daemon during run 1's $p (self, top 25):"
-    perf report -i "$f" --no-children --sort dso,sym --stdio 2>/dev/null | grep -v '^#' |
-      grep '%' | head -25
+    cp "$f" "$DIR/perf.$p.data"   # kept for `perf report -i` after the run
+    perf report -i "$f" --no-children -g none --sort dso,sym --stdio 2>/dev/null |
+      grep -v '^#' | grep '%' | head -25 || true
   done
 fi
