@@ -114,6 +114,12 @@ Result<uint64_t> ChangeLog::Floor() {
   return floor;
 }
 
+void ChangeLog::RaiseHint(uint64_t seq) {
+  uint64_t seen = hint_.load();
+  while (seen < seq && !hint_.compare_exchange_weak(seen, seq)) {
+  }
+}
+
 Result<uint64_t> ChangeLog::Head() {
   // Every seq in (floor, head] exists: exponential search upwards from the
   // newest number known to exist, then bisect.
@@ -139,9 +145,7 @@ Result<uint64_t> ChangeLog::Head() {
     ASSIGN_OR_RETURN(has, Has(mid));
     (has ? lo : hi) = mid;
   }
-  uint64_t seen = hint_.load();
-  while (seen < lo && !hint_.compare_exchange_weak(seen, lo)) {
-  }
+  RaiseHint(lo);
   return lo;
 }
 
@@ -159,9 +163,7 @@ Result<uint64_t> ChangeLog::Append(Change::Kind kind,
     c.seq = head + 1;
     last = objects_->Create(Key(c.seq), Bytes(SerializeChange(c)));
     if (last.ok()) {
-      uint64_t seen = hint_.load();
-      while (seen < c.seq && !hint_.compare_exchange_weak(seen, c.seq)) {
-      }
+      RaiseHint(c.seq);
       return c.seq;
     }
     if (last.code() != Code::kAlreadyExists) return last;

@@ -89,6 +89,8 @@ class ChangeLog {
  private:
   Result<bool> Has(uint64_t seq);
   Result<uint64_t> Floor();
+  // hint_ = max(hint_, seq), racing other threads.
+  void RaiseHint(uint64_t seq);
 
   const std::shared_ptr<ObjectStore> objects_;
   // The highest seq this process saw: where the next search for the head
