@@ -1,9 +1,11 @@
 // store_bench: the chunk store's own cost, without QEMU, NBD or FUSE.
 //
-//   build/bench/store_bench DIR [MIB] [THREADS]
+//   build/bench/store_bench STORE [MIB] [THREADS]
 //
 // Fills MIB (default 256) of random data, stores it chunk by chunk into a new
-// store in DIR (which must not exist) with THREADS (default 2) threads,
+// store STORE (a directory that must not exist, or rados:POOL/NAMESPACE with
+// a fresh namespace; $CEPH_CONF and $CEPH_ID say how to reach the cluster)
+// with THREADS (default 2) threads,
 // commits, then reads every chunk back through a StoreSource (verify included),
 // with the page cache warm (the figure that matters for the per-chunk CPU) and
 // reports wall time, CPU time and CPU seconds per GiB for each phase. Used to
@@ -54,13 +56,15 @@ void Report(const char* phase, double wall, double cpu, uint64_t bytes) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: store_bench DIR [MIB] [THREADS]\n");
+    std::fprintf(stderr, "usage: store_bench STORE [MIB] [THREADS]\n");
     return 2;
   }
-  const std::string dir = argv[1];
+  const std::string uri = argv[1];
   const uint64_t mib = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 256;
   const unsigned threads = argc > 3 ? std::atoi(argv[3]) : 2;
-  auto store = ckptfs::Store::Open(dir, /*create=*/true);
+  ckptfs::StoreOpenOptions options;
+  if (const char* id = std::getenv("CEPH_ID")) options.ceph.id = id;
+  auto store = ckptfs::Store::Open(uri, /*create=*/true, {}, options);
   if (!store.ok()) Die(store.status());
   const uint64_t cs = (*store)->chunk_size();
   const uint64_t size = mib << 20;

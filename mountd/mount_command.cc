@@ -121,9 +121,16 @@ int Serve(const MountArgs& a, const std::function<void(const Status&)>& ready) {
   // glibc raises its mmap threshold to the size of the largest block freed
   // (up to 32 MiB); from then on the 1 MiB buffers of FUSE reads and backup
   // copies come from per-thread arenas that keep them: 50 MiB beyond the
-  // cache budget under load (test_load.sh). A fixed threshold keeps large
-  // buffers in mmap, returned to the system when freed.
-  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+  // cache budget under load (test_load.sh). A fixed threshold between the
+  // two sizes keeps 1 MiB buffers in mmap, returned when freed, and the
+  // 256 KiB ones (chunks, librados messages) in the heap: as fresh mmaps
+  // each page of them faulted on first touch, 4-5x the CPU of a RADOS read
+  // or write (docs/PERFORMANCE.md). The trim threshold (else 128 KiB once
+  // the threshold is fixed) keeps a few such buffers' worth of free heap
+  // instead of returning and refaulting it; at most 4 arenas bound it.
+  mallopt(M_MMAP_THRESHOLD, 512 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
+  mallopt(M_ARENA_MAX, 4);
   auto o = MakeDaemonOptions(a);
   if (!o.ok()) {
     ready(o.status());

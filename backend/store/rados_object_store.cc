@@ -148,11 +148,17 @@ Status RadosObjectStore::Write(const std::string& key,
                                bool exclusive) {
   RETURN_IF_ERROR(ValidateObjectKey(key));
   librados::ObjectWriteOperation op;
+  AddWrite(op, data, exclusive);
+  const int r = io_->operate(key, &op);
+  return r < 0 ? Error(r, exclusive ? "create" : "put", key) : Status::Ok();
+}
+
+void RadosObjectStore::AddWrite(librados::ObjectWriteOperation& op,
+                                std::span<const std::byte> data,
+                                bool exclusive) {
   if (exclusive) op.create(/*exclusive=*/true);
   op.write_full(Bytes(data));
   op.setxattr(kRadosMtimeXattr, Text(std::to_string(NowSeconds())));
-  const int r = io_->operate(key, &op);
-  return r < 0 ? Error(r, exclusive ? "create" : "put", key) : Status::Ok();
 }
 
 Status RadosObjectStore::Put(const std::string& key,

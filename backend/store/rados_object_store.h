@@ -18,7 +18,9 @@
 //   another tool) counts as old.
 // - Quarantine copies the bytes to ".quarantine/<key>.<nonce>.<n>" (no key may
 //   start with '.', and List skips such names) and then removes the key.
-// - Batch is the default (a Put per object, each durable on its ack).
+// - Batch (rados_batch.cc) sends its Puts as asynchronous operations, at
+//   most 16 in flight; Commit waits for every ack. Each object is visible
+//   once acked, before Commit (harmless: chunks are named by content).
 //
 // Errors: -ENOENT kNotFound; -EDQUOT (pool quota reached) and -ENOSPC (pool
 // or cluster full) kNoSpace, saying which (the IoCtx is "full try", so the
@@ -82,6 +84,7 @@ class RadosObjectStore : public ObjectStore {
   Result<bool> DeleteIfUnusedSince(const std::string& key,
                                    int64_t cutoff) override;
   Status Quarantine(const std::string& key) override;
+  std::unique_ptr<Batch> NewBatch() override;
   // "rados:POOL" or "rados:POOL/NAMESPACE".
   std::string location() const override { return location_; }
 
@@ -89,8 +92,12 @@ class RadosObjectStore : public ObjectStore {
   RadosObjectStore(std::unique_ptr<librados::Rados> cluster,
                    std::unique_ptr<librados::IoCtx> io, std::string location,
                    uint64_t nonce);
+  class AioBatch;
   Status Write(const std::string& key, std::span<const std::byte> data,
                bool exclusive);
+  // Adds the write of a whole object (with its age xattr) to `op`.
+  static void AddWrite(librados::ObjectWriteOperation& op,
+                       std::span<const std::byte> data, bool exclusive);
   // The Status for librados return value `r` (< 0) of `what` on `key`.
   Status Error(int r, const std::string& what, const std::string& key) const;
 

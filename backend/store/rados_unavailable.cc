@@ -60,5 +60,8 @@ Result<bool> RadosObjectStore::DeleteIfUnusedSince(const std::string&,
 Status RadosObjectStore::Quarantine(const std::string&) {
   return Unavailable();
 }
+std::unique_ptr<ObjectStore::Batch> RadosObjectStore::NewBatch() {
+  return ObjectStore::NewBatch();
+}
 
 }  // namespace ckptfs

@@ -9,7 +9,9 @@
 # earlier backups still read byte-identical, gc still runs, and the next
 # backup after the quota is lifted is right; the OSDs not answering (ceph
 # osd pause): a read fails with EIO within the op timeout, never hangs, and
-# reads right once they answer again. The cluster is stopped at the end (trap), leaving no
+# reads right once they answer again; the OSDs not answering mid-backup: the
+# job fails within the op timeout saying why, and the next backup of the
+# same checkpoint is right. The cluster is stopped at the end (trap), leaving no
 # daemon behind.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -273,6 +275,44 @@ pass "OSDs paused: EIO after $took s"
 wait_for "the OSDs answer again" 60 rad stat config.json
 evict_pages "$D/b4/vdb.img"
 cmp_image "$D/b4/vdb.img" "$(expected_file "$DOM" 1 b4)" "b4 vdb.img once the OSDs answer again"
+
+# The OSDs stop answering mid-backup. QEMU is held (SIGSTOP) while the
+# backup of a live checkpoint starts, so the job has taken its store lock
+# and read its base but not yet copied a byte; the OSDs are paused, QEMU
+# goes on, and every chunk write waits on the paused OSD. The job fails
+# within the op timeout with an error saying why, stored backups stay
+# right, and once the OSDs answer the same checkpoint backs up right.
+guest_write "$DOM" 0 0x45 4M 2M
+guest_write "$DOM" 1 0x64 20M 1M
+mark "$DOM" b5
+ctl_ok checkpoint "$DOM name=b5" >/dev/null
+qpid=$(qemu_pid "$DOM")
+kill -STOP "$qpid"
+on_cleanup "kill -CONT $qpid 2>/dev/null"
+id=$(ctl_accepted backup "$DOM checkpoint=b5")
+assert_json "$(job_file "$id")" state running
+paused=1
+pause_osds
+start=$SECONDS
+kill -CONT "$qpid"
+wait_job "$id" failed 120
+took=$((SECONDS - start))
+unpause_osds
+err=$(json_get "$(job_file "$id")" error)
+assert_contains "$err" "did not answer in time" "the job's error with the OSDs paused"
+(( took < 90 )) || fail "the backup with the OSDs paused took $took s to fail"
+pass "OSDs paused mid-backup: failed after $took s: $err"
+wait_for "the OSDs answer again" 60 rad stat config.json
+check_backup b2 b1 incremental
+cmp_image "$D/b4/vda.img" "$(expected_file "$DOM" 0 b4)" "b4 vda.img after the failed backup"
+wait_job "$(ctl_accepted backup "$DOM checkpoint=b5")" succeeded 120
+assert_json "$D/b5/info.json" base b4
+for i in 0 1; do
+  cmp_image "$D/b5/$(disk_target $i).img" "$(expected_file "$DOM" $i b5)" "b5 $(disk_target $i).img (backed up once the OSDs answer)"
+done
+assert_no_job "$DOM"  # stored: its export is closed
+out=$(ck verify) || fail "verify after the paused backup: $out"
+assert_contains "$out" "0 damaged" "verify after the paused backup"
 
 
 ckpt_umount "$MP"
