@@ -2,8 +2,8 @@
 # Whole suite, what CI runs (.ci/run): set the host up, then stages, each
 # configure + build + ctest in its own build directory:
 #   default  unit + integration tests                               build/
-#   asan     the same under ASan + UBSan                            build-asan/
-#   tsan     the same under ThreadSanitizer                         build-tsan/
+#   asan     unit + about half the integration tests, ASan + UBSan  build-asan/
+#   tsan     unit + the other half (a few in both), TSan            build-tsan/
 #   fuzz     every fuzz target for CKPTFS_FUZZ_SECONDS (clang)      build-fuzz/
 # In the sanitizer stages the daemon the integration tests start is the
 # instrumented one, and a sanitizer report fails the test. Integration tests
@@ -17,8 +17,10 @@
 #
 # Knobs (environment), e.g. for a quicker run by hand:
 #   CKPTFS_CI_STAGES      the stages to run, default "default asan tsan fuzz"
-#   CKPTFS_CI_ASAN        "all" (default) or "unit": the tests of the asan stage
-#   CKPTFS_CI_TSAN        "all" (default) or "unit": the same for tsan
+#   CKPTFS_CI_ASAN        the tests of the asan stage: "split" (default: the
+#                         unit tests and the integration tests labelled asan in
+#                         tests/CMakeLists.txt), "all" or "unit"
+#   CKPTFS_CI_TSAN        the same for tsan (label tsan)
 #   CKPTFS_CI_JOBS        tests run at once, default 3
 #   CKPTFS_FUZZ_SECONDS   seconds each fuzz target runs, default 20
 set -uo pipefail
@@ -33,18 +35,19 @@ usage() {
 }
 [[ $jobs =~ ^[1-9][0-9]?$ ]] || usage "CKPTFS_CI_JOBS must be a number from 1 to 99, not '$jobs'"
 # A sanitizer stage's tests: CKPTFS_CI_ASAN / CKPTFS_CI_TSAN.
-san_ctest() {  # KNOB
-  case ${!1:-all} in
+san_ctest() {  # KNOB LABEL
+  case ${!1:-split} in
+    split) echo "-j$jobs -L ^(unit|$2)\$" ;;
     all) echo "-j$jobs" ;;
     unit) echo "-j$jobs -L unit" ;;
     *) return 1 ;;
   esac
 }
 for knob in CKPTFS_CI_ASAN CKPTFS_CI_TSAN; do
-  san_ctest "$knob" >/dev/null || usage "$knob must be all or unit, not '${!knob}'"
+  san_ctest "$knob" x >/dev/null || usage "$knob must be split, all or unit, not '${!knob}'"
 done
-read -r -a asan_ctest <<<"$(san_ctest CKPTFS_CI_ASAN)"
-read -r -a tsan_ctest <<<"$(san_ctest CKPTFS_CI_TSAN)"
+read -r -a asan_ctest <<<"$(san_ctest CKPTFS_CI_ASAN asan)"
+read -r -a tsan_ctest <<<"$(san_ctest CKPTFS_CI_TSAN tsan)"
 
 bash scripts/setup.sh || exit 1
 
