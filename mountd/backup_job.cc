@@ -315,8 +315,15 @@ Status BackupJobs::ExplainFailure(const std::string& domain, const Status& st) {
   const std::string after =
       ": nothing was stored; the next backup starts from the last complete "
       "one";
-  // libvirt learns that QEMU died a moment after the NBD socket closed.
-  for (int i = 0; i < 15; ++i) {
+  // libvirt learns that QEMU died a moment after the NBD socket closed, and
+  // a virsh destroy ends the backup job (and its export) first, then waits
+  // up to 10 s for QEMU to exit on SIGTERM before SIGKILL: the domain stays
+  // active 12 s after the job is gone when QEMU is stopped (test_faults_
+  // qemu). So a vanished job counts as aborted only once it has been gone
+  // for 15 s with the domain still running.
+  constexpr int kPolls = 100, kJobGonePolls = 75;  // 200 ms each
+  int job_gone = 0;
+  for (int i = 0; i < kPolls; ++i) {
     auto dom = libvirt_.GetDomain(domain);
     if (!dom.ok()) {
       if (dom.status().code() != Code::kNotFound) return st;
@@ -328,7 +335,8 @@ Status BackupJobs::ExplainFailure(const std::string& domain, const Status& st) {
                          " stopped while the backup ran (QEMU exited)" + after);
     }
     auto job = libvirt_.GetBackupJob(domain);
-    if (job.ok() && !job->has_value()) {
+    job_gone = job.ok() && !job->has_value() ? job_gone + 1 : 0;
+    if (job_gone >= kJobGonePolls) {
       return st.Annotate("the backup job of " + domain +
                          " ended while the backup ran (virsh domjobabort?)" +
                          after);
