@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SIGKILL of the daemon at random moments of a backup, 50 times in a row
+# SIGKILL of the daemon at random moments of a backup, 30 times in a row
 # (a third each while the checkpoint is created, while chunks are copied, and
 # once the copy is done, i.e. while chunks, manifests, the record and the
 # catalog row are committed; CKT_KILL_ROUNDS to change; 6, each phase twice,
@@ -16,7 +16,7 @@ source "$(dirname "$0")/lib.sh"
 DOM=$(dom_name)
 STORE="$CKT_WORK/store"
 ck() { "$CKPTFS_BIN" "$@" --store "$STORE"; }
-ROUNDS=${CKT_KILL_ROUNDS:-50}
+ROUNDS=${CKT_KILL_ROUNDS:-30}
 [[ -z "${CKT_SANITIZER:-}" || -n "${CKT_KILL_ROUNDS:-}" ]] || ROUNDS=6
 
 # Kills PID with SIGKILL DELAY seconds from now (PHASE create), or from when
